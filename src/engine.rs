@@ -1,0 +1,741 @@
+//! [`Engine`]: registration, modification, deregistration, and the one
+//! dispatch path that every event takes, whichever backend reported it.
+
+use crate::arena::Arena;
+use crate::backend::poll::PollBackend;
+use crate::backend::{Backend, BackendKind};
+use crate::error::{Error, Result};
+use crate::fd::{pack_param, param_fd, param_interest, FdEvent, FdWatch, Interest, Readiness};
+use crate::hooks::{HooksBackend, OsEventHooks};
+use crate::slot::{Begin, Callback, Due, EndCtrl, Finish, Kill, Slot, StaleReason, State};
+use crate::stats::{StatCounters, Stats};
+use crate::sync::{Arc, Condvar, Mutex};
+use crate::timer::{Clock, Timer, TimerEvent};
+use crate::token::{Generation, Token, MAX_SLOTS};
+use std::fmt;
+use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// What became of one reported event.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[must_use]
+pub enum Occurred {
+    /// The callback ran on this thread: once for this event, and again for
+    /// every batch of events that arrived while it ran.
+    Dispatched,
+    /// The callback was running on another thread; this event was folded
+    /// into a rerun there. Nothing is lost.
+    Deferred,
+    /// The fd re-check option found nothing ready: the callback did not run.
+    Suppressed,
+    /// Rejected: the token names no live registration of this kind (see
+    /// [`StaleReason`]). Nothing was run, nothing was touched.
+    Stale(StaleReason),
+}
+
+/// Builds an [`Engine`].
+///
+/// ```
+/// let engine = evnexus::Engine::builder().recheck_fds(true).max_registrations(1024).build()?;
+/// assert_eq!(engine.backend(), evnexus::BackendKind::Poll);
+/// # Ok::<(), evnexus::Error>(())
+/// ```
+#[must_use]
+pub struct Builder {
+    backend: Option<Box<dyn Backend>>,
+    recheck: bool,
+    limit: usize,
+    first_generation: Generation,
+}
+
+impl Builder {
+    /// Carry registrations in the application's own loop (see
+    /// [`OsEventHooks`]). Without hooks the engine serves a plain `poll()`
+    /// loop through [`Engine::beforepoll`] and [`Engine::afterpoll`].
+    pub fn hooks<H: OsEventHooks>(mut self, hooks: H) -> Builder {
+        self.backend = Some(Box::new(HooksBackend(hooks)));
+        self
+    }
+
+    /// Re-check every fd event with `poll(fd, 0)` before running the
+    /// callback, and skip the run when the condition no longer holds (libxl
+    /// does this on every event). Off by default: stale tokens are rejected
+    /// without it; it only helps an application loop that may report
+    /// conditions which have since gone away. Costs one system call per
+    /// event.
+    pub fn recheck_fds(mut self, on: bool) -> Builder {
+        self.recheck = on;
+        self
+    }
+
+    /// The most registrations the engine holds at once (at most
+    /// [`MAX_SLOTS`], the default). Slots retired at the maximum
+    /// generation count against it.
+    pub fn max_registrations(mut self, limit: usize) -> Builder {
+        self.limit = limit.clamp(1, MAX_SLOTS);
+        self
+    }
+
+    /// Testing aid: fresh slots start at generation `first` instead of 1,
+    /// so that a test can reach [`Generation::MAX`] and see the slot
+    /// retired. Not for production use.
+    #[doc(hidden)]
+    pub fn first_generation(mut self, first: Generation) -> Builder {
+        self.first_generation = first;
+        self
+    }
+
+    /// Builds the engine. Fails only if the poll-loop backend cannot create
+    /// its wake-up eventfd.
+    pub fn build(self) -> Result<Engine> {
+        let backend = match self.backend {
+            Some(b) => b,
+            None => Box::new(PollBackend::new()?),
+        };
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                arena: Arena::new(self.limit, self.first_generation),
+                backend,
+                stats: StatCounters::default(),
+                clock: Clock::new(),
+                recheck: self.recheck,
+                limit: self.limit,
+                waiters: Mutex::new(()),
+                waiters_cv: Condvar::new(),
+            }),
+        })
+    }
+}
+
+/// The event engine: `Send + Sync`, every method takes `&self`.
+///
+/// Dropping the engine ends every registration still live (telling the
+/// backend, dropping the callbacks); handles that outlive it find their
+/// registrations gone.
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    arena: Arena,
+    pub(crate) backend: Box<dyn Backend>,
+    pub(crate) stats: StatCounters,
+    pub(crate) clock: Clock,
+    recheck: bool,
+    limit: usize,
+    /// Where a deregistering thread sleeps while a callback it must wait for
+    /// is still running. Taken only by such a thread and by the tearer of a
+    /// slot marked `WAITER`: never on an event path without a waiter.
+    waiters: Mutex<()>,
+    waiters_cv: Condvar,
+}
+
+impl Engine {
+    /// An engine that serves the application's plain `poll()` loop (see
+    /// [`Engine::beforepoll`]).
+    pub fn new() -> Result<Engine> {
+        Engine::builder().build()
+    }
+
+    /// A builder, to choose the backend and options.
+    pub fn builder() -> Builder {
+        Builder {
+            backend: None,
+            recheck: false,
+            limit: MAX_SLOTS,
+            first_generation: Generation::FIRST,
+        }
+    }
+
+    /// An engine whose registrations the application's own loop carries.
+    pub fn with_hooks<H: OsEventHooks>(hooks: H) -> Engine {
+        Engine::builder()
+            .hooks(hooks)
+            .build()
+            .expect("building a hooks engine performs no fallible step")
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Which backend carries the registrations.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.backend.kind()
+    }
+
+    /// Counts of what the engine has done.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats.snapshot()
+    }
+
+    /// Bytes one registration occupies in the arena (its slot), not
+    /// counting the boxed callback and whatever the callback captures.
+    pub fn slot_bytes() -> usize {
+        Arena::slot_bytes()
+    }
+
+    /// Watches `fd` for `interest`; `callback` runs for each event, on the
+    /// thread that delivers it, never concurrently with itself.
+    ///
+    /// The engine does not own `fd`: keep it open until the watch has been
+    /// deregistered. Errors: [`Error::BadFd`] for a negative or closed fd,
+    /// [`Error::Full`], or [`Error::Backend`] when the backend refuses (no
+    /// registration is left behind).
+    pub fn register_fd<F>(&self, fd: RawFd, interest: Interest, callback: F) -> Result<FdWatch>
+    where
+        F: FnMut(&FdEvent<'_>) + Send + 'static,
+    {
+        check_fd(fd)?;
+        let inner = &self.inner;
+        let (index, slot, g) = inner.alloc()?;
+        slot.set_param(pack_param(fd, interest.bits()));
+        // SAFETY: `alloc` handed us this free slot and we have not published
+        // it yet.
+        unsafe {
+            slot.install(Callback::Fd(Box::new(callback)));
+            slot.publish(g, false);
+        }
+        let token = Token::new(index, g);
+        let result = inner.backend.fd_register(fd, interest, token);
+        inner.complete_registration(slot, index, g, result)?;
+        Ok(FdWatch {
+            inner: Arc::clone(inner),
+            token,
+        })
+    }
+
+    /// A one-shot timer at `deadline`; `callback` runs once, at or after it,
+    /// unless the timer is cancelled first.
+    pub fn timer_at<F>(&self, deadline: Instant, callback: F) -> Result<Timer>
+    where
+        F: FnOnce(&TimerEvent<'_>) + Send + 'static,
+    {
+        let inner = &self.inner;
+        let (index, slot, g) = inner.alloc()?;
+        slot.set_param(inner.clock.offset(deadline));
+        // SAFETY: as in `register_fd`.
+        unsafe {
+            slot.install(Callback::Timer(Box::new(callback)));
+            slot.publish(g, true);
+        }
+        let token = Token::new(index, g);
+        let result = inner.backend.timeout_register(deadline, token);
+        inner.complete_registration(slot, index, g, result)?;
+        Ok(Timer {
+            inner: Arc::clone(inner),
+            token,
+        })
+    }
+
+    /// A one-shot timer `delay` from now.
+    pub fn timer_after<F>(&self, delay: Duration, callback: F) -> Result<Timer>
+    where
+        F: FnOnce(&TimerEvent<'_>) + Send + 'static,
+    {
+        self.timer_at(Instant::now() + delay, callback)
+    }
+
+    /// Reports that `fd`, watched under `token`, has `revents`: libxl's
+    /// `libxl_osevent_occurred_fd`. Callable from any thread, at any delay,
+    /// with any `u64`: a token that names no live fd watch, or names one on
+    /// another fd, is rejected as [`Occurred::Stale`] by one load (or one
+    /// CAS) of its slot's state word, with no lock and no system call.
+    ///
+    /// Errors only with [`Error::CallbackPanicked`].
+    pub fn occurred_fd(&self, token: Token, fd: RawFd, revents: Readiness) -> Result<Occurred> {
+        let inner = &*self.inner;
+        let Some((index, slot, g)) = inner.resolve(token) else {
+            inner.stats.stale(StaleReason::OutOfRange);
+            return Ok(Occurred::Stale(StaleReason::OutOfRange));
+        };
+        match slot.begin_fd(g, fd, revents.bits()) {
+            Begin::Owned => inner.dispatch_fd(self, slot, index, g, token, fd, revents),
+            Begin::Deferred => {
+                inner.stats.rerun();
+                Ok(Occurred::Deferred)
+            }
+            Begin::Stale(reason) => {
+                inner.stats.stale(reason);
+                Ok(Occurred::Stale(reason))
+            }
+        }
+    }
+
+    /// Reports that the timeout registered under `token` has occurred:
+    /// libxl's `libxl_osevent_occurred_timeout`. The callback runs at most
+    /// once per registration, however often or concurrently this is called.
+    ///
+    /// Errors only with [`Error::CallbackPanicked`].
+    pub fn occurred_timeout(&self, token: Token) -> Result<Occurred> {
+        let inner = &*self.inner;
+        let Some((index, slot, g)) = inner.resolve(token) else {
+            inner.stats.stale(StaleReason::OutOfRange);
+            return Ok(Occurred::Stale(StaleReason::OutOfRange));
+        };
+        match slot.begin_timer(g) {
+            Ok(()) => inner.dispatch_timer(self, slot, index, g, token),
+            Err(reason) => {
+                inner.stats.stale(reason);
+                Ok(Occurred::Stale(reason))
+            }
+        }
+    }
+
+    /// The engine's own loop fires `token` if it is due at `now` (an offset
+    /// on the engine's clock); `None` when it is not due or is being
+    /// modified (the loop will look again).
+    pub(crate) fn fire_if_due(&self, token: Token, now: u64) -> Option<Result<Occurred>> {
+        let inner = &*self.inner;
+        let (index, slot, g) = inner.resolve(token)?;
+        match slot.begin_timer_if_due(g, now) {
+            Due::Owned => Some(inner.dispatch_timer(self, slot, index, g, token)),
+            Due::NotYet => None,
+            Due::Stale(_) => None,
+            Due::Cancelled { teardown } => {
+                if teardown {
+                    inner.tear_down(slot, index, g);
+                }
+                None
+            }
+        }
+    }
+
+    /// Visits the live, not ended registrations: `(token, state, param)`.
+    pub(crate) fn scan(&self, mut visit: impl FnMut(Token, State, u64)) {
+        let arena = &self.inner.arena;
+        for index in 0..arena.claimed() {
+            let Some(slot) = arena.get(index) else { continue };
+            let s = slot.load();
+            if !s.is_live() || s.is_dead() {
+                continue;
+            }
+            let param = slot.param();
+            // The param is only meaningful if the word has not moved to
+            // another generation meanwhile.
+            if slot.load().generation() == s.generation() {
+                visit(Token::new(index, s.generation()), s, param);
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // End every registration still live: the backend is told, the
+        // callbacks (and anything they hold, handles included) are dropped.
+        // No callback can be running: running one needs `&Engine`.
+        let arena = &self.inner.arena;
+        for index in 0..arena.claimed() {
+            if let Some(slot) = arena.get(index) {
+                let s = slot.load();
+                if s.is_live() {
+                    self.inner.deregister(Token::new(index, s.generation()));
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("backend", &self.backend())
+            .field("recheck_fds", &self.inner.recheck)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Negative fds are refused outright; others must be open (one `fcntl`).
+fn check_fd(fd: RawFd) -> Result<()> {
+    if fd < 0 {
+        return Err(Error::BadFd(fd));
+    }
+    // SAFETY: F_GETFD only reads the descriptor flags of `fd`; any int is a
+    // valid argument and an unopened one yields EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(Error::BadFd(fd));
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn alloc(&self) -> Result<(u32, &Slot, Generation)> {
+        let (index, slot) = self.arena.alloc().map_err(|_| Error::Full { limit: self.limit })?;
+        self.stats.registered();
+        Ok((index, slot, slot.load().generation()))
+    }
+
+    /// Index, slot and generation of a token, if it could name anything.
+    #[inline]
+    fn resolve(&self, token: Token) -> Option<(u32, &Slot, Generation)> {
+        let g = token.generation()?;
+        let index = token.index();
+        Some((index, self.arena.get(index)?, g))
+    }
+
+    pub(crate) fn is_live(&self, token: Token) -> bool {
+        self.resolve(token).is_some_and(|(_, slot, g)| {
+            let s = slot.load();
+            s.is_live() && s.generation() == g && !s.is_dead()
+        })
+    }
+
+    /// Second half of a registration: the registrant holds `CTRL` and has
+    /// called the backend.
+    fn complete_registration(
+        &self,
+        slot: &Slot,
+        index: u32,
+        g: Generation,
+        result: std::io::Result<crate::slot::BackendReg>,
+    ) -> Result<()> {
+        match result {
+            Ok(reg) => {
+                // SAFETY: we hold CTRL (taken by `publish`).
+                unsafe { slot.with_backend_reg(|cell| *cell = Some(reg)) };
+                self.end_ctrl(slot, index, g);
+                self.backend.changed();
+                Ok(())
+            }
+            Err(e) => {
+                // We hold CTRL, so this only sets DEAD (or finds it set by a
+                // callback that already ended the registration).
+                let _ = slot.kill(g);
+                self.end_ctrl(slot, index, g);
+                self.wait_gone_unless_nested(slot, g);
+                Err(Error::Backend(e))
+            }
+        }
+    }
+
+    /// Releases `CTRL`, disposing of the backend value first if the
+    /// registration died meanwhile, and tears down if last out.
+    fn end_ctrl(&self, slot: &Slot, index: u32, g: Generation) {
+        let outcome = slot.end_ctrl(g, |s| {
+            // SAFETY: `end_ctrl` calls this with CTRL still held.
+            let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
+            if let Some(reg) = reg {
+                if s.fired() {
+                    // A timeout that occurred is over for the backend.
+                    drop(reg);
+                } else if s.is_timer() {
+                    self.backend.timeout_deregister(reg);
+                } else {
+                    self.backend.fd_deregister(param_fd(slot.param()), reg);
+                }
+            }
+        });
+        if outcome == EndCtrl::TearDown {
+            self.tear_down(slot, index, g);
+        }
+    }
+
+    /// The last one out: drop what the registration owned, release the slot
+    /// (next generation, or retired), wake waiters.
+    fn tear_down(&self, slot: &Slot, index: u32, g: Generation) {
+        // SAFETY: we are the last one out of generation g (module rule 4 of
+        // `slot`): nobody else touches the cells until we release.
+        let callback = unsafe { slot.with_callback(|cell| cell.take()) };
+        // SAFETY: as above. Only a fired timer's value can still be here.
+        let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
+        {
+            // Dropping user values runs user code, which may drop handles,
+            // its own included: treat it as callback context so that such a
+            // deregister does not wait for this very teardown. A panic in a
+            // destructor is contained here.
+            let _scope = scope::Scope::enter_callback();
+            let _ = catch_unwind(AssertUnwindSafe(move || {
+                drop(callback);
+                drop(reg);
+            }));
+        }
+        let (next, had_waiter) = slot.release(g);
+        match next {
+            Some(_) => self.arena.recycle(index),
+            None => self.stats.retired(),
+        }
+        self.stats.deregistered();
+        if had_waiter {
+            let _guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiters_cv.notify_all();
+        }
+    }
+
+    /// Sleeps until generation `g` of `slot` has been torn down, unless the
+    /// calling thread is inside a callback or hook (where waiting could
+    /// deadlock: see the crate docs, "Deregistration").
+    fn wait_gone_unless_nested(&self, slot: &Slot, g: Generation) {
+        if scope::in_callback_or_hook() {
+            return;
+        }
+        if !slot.load().is_live() || slot.load().generation() != g {
+            return;
+        }
+        let mut guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        while !slot.gone_or_mark_waiter(g) {
+            guard = self.waiters_cv.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Ends the registration named by `token`; `true` if this call ended it.
+    pub(crate) fn deregister(&self, token: Token) -> bool {
+        let Some((index, slot, g)) = self.resolve(token) else {
+            return false;
+        };
+        let ended = match slot.kill(g) {
+            Kill::Gone => return false,
+            Kill::AlreadyDead => false,
+            Kill::Killed { took_ctrl } => {
+                if took_ctrl {
+                    self.end_ctrl(slot, index, g);
+                }
+                self.backend.changed();
+                true
+            }
+        };
+        self.wait_gone_unless_nested(slot, g);
+        ended
+    }
+
+    pub(crate) fn modify_fd(&self, token: Token, interest: Interest) -> Result<()> {
+        self.modify(token, |backend, slot, reg| {
+            let fd = param_fd(slot.param());
+            if let Some(reg) = reg {
+                backend.fd_modify(fd, reg, interest)?;
+            }
+            slot.set_param(pack_param(fd, interest.bits()));
+            Ok(())
+        })
+    }
+
+    pub(crate) fn modify_timer(&self, token: Token, deadline: Instant) -> Result<()> {
+        let offset = self.clock.offset(deadline);
+        self.modify(token, |backend, slot, reg| {
+            if let Some(reg) = reg {
+                backend.timeout_modify(reg, deadline)?;
+            }
+            slot.set_param(offset);
+            Ok(())
+        })
+    }
+
+    /// Runs `change` under `CTRL` on the live registration `token`.
+    fn modify(
+        &self,
+        token: Token,
+        change: impl FnOnce(
+            &dyn Backend,
+            &Slot,
+            Option<&mut crate::slot::BackendReg>,
+        ) -> std::io::Result<()>,
+    ) -> Result<()> {
+        if scope::in_hook() {
+            return Err(Error::Reentrant);
+        }
+        let (index, slot, g) = self.resolve(token).ok_or(Error::Gone)?;
+        if !slot.lock_ctrl(g) {
+            return Err(Error::Gone);
+        }
+        // SAFETY: we hold CTRL.
+        let result =
+            unsafe { slot.with_backend_reg(|cell| change(&*self.backend, slot, cell.as_mut())) };
+        self.end_ctrl(slot, index, g);
+        self.backend.changed();
+        result.map_err(Error::Backend)
+    }
+
+    /// Runs an fd watch's callback, and again for every rerun, then
+    /// finishes the dispatch.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_fd(
+        &self,
+        engine: &Engine,
+        slot: &Slot,
+        index: u32,
+        g: Generation,
+        token: Token,
+        fd: RawFd,
+        revents: Readiness,
+    ) -> Result<Occurred> {
+        let _scope = scope::Scope::enter_callback();
+        let mut readiness = revents;
+        let mut outcome = Ok(Occurred::Suppressed);
+        loop {
+            let run = if self.recheck {
+                self.recheck(slot, readiness)
+            } else {
+                Some(readiness)
+            };
+            match run {
+                Some(readiness) => {
+                    let ev = FdEvent {
+                        engine,
+                        token,
+                        fd,
+                        readiness,
+                    };
+                    // SAFETY: we own the dispatch (BUSY) until `finish`.
+                    let ran = unsafe {
+                        slot.with_callback(|cell| match cell {
+                            Some(Callback::Fd(f)) => catch_unwind(AssertUnwindSafe(|| f(&ev))),
+                            _ => Ok(()),
+                        })
+                    };
+                    self.stats.dispatched();
+                    match ran {
+                        Ok(()) => {
+                            if outcome.is_ok() {
+                                outcome = Ok(Occurred::Dispatched);
+                            }
+                        }
+                        Err(payload) => {
+                            self.stats.panicked();
+                            // Policy: a watch whose callback panicked is
+                            // ended, as if deregistered from inside it.
+                            if let Kill::Killed { took_ctrl: true } = slot.kill(g) {
+                                self.end_ctrl(slot, index, g);
+                            }
+                            self.backend.changed();
+                            outcome = Err(Error::CallbackPanicked {
+                                token,
+                                message: panic_message(payload),
+                            });
+                        }
+                    }
+                }
+                None => self.stats.recheck_suppressed(),
+            }
+            match slot.finish(g) {
+                Finish::Rerun(pending) => readiness = Readiness::from_bits(pending),
+                Finish::Idle => return outcome,
+                Finish::TearDown => {
+                    self.tear_down(slot, index, g);
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    /// libxl's `poll(fd, 0)` re-check: what of the watch's interest holds
+    /// now, or `None` if nothing does.
+    fn recheck(&self, slot: &Slot, reported: Readiness) -> Option<Readiness> {
+        let param = slot.param();
+        let interest = param_interest(param);
+        let mut pfd = libc::pollfd {
+            fd: param_fd(param),
+            events: interest.as_poll_events(),
+            revents: 0,
+        };
+        loop {
+            // SAFETY: `pfd` is one valid pollfd and the timeout is zero.
+            let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+            if n >= 0 {
+                let now = Readiness::from_poll_revents(pfd.revents).relevant_to(interest);
+                return (n > 0 && !now.is_empty()).then_some(now);
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                // The re-check could not be made: deliver what was reported
+                // rather than lose it.
+                return Some(reported);
+            }
+        }
+    }
+
+    fn dispatch_timer(
+        &self,
+        engine: &Engine,
+        slot: &Slot,
+        index: u32,
+        g: Generation,
+        token: Token,
+    ) -> Result<Occurred> {
+        let _scope = scope::Scope::enter_callback();
+        // A fired timer is DEAD: no modify can change the param any more.
+        let deadline = self.clock.instant(slot.param());
+        // SAFETY: we own the dispatch (BUSY).
+        let callback = unsafe { slot.with_callback(|cell| cell.take()) };
+        let mut outcome = Ok(Occurred::Dispatched);
+        if let Some(Callback::Timer(f)) = callback {
+            let ev = TimerEvent {
+                engine,
+                token,
+                deadline,
+            };
+            self.stats.dispatched();
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || f(&ev))) {
+                self.stats.panicked();
+                outcome = Err(Error::CallbackPanicked {
+                    token,
+                    message: panic_message(payload),
+                });
+            }
+        }
+        match slot.finish(g) {
+            Finish::TearDown => self.tear_down(slot, index, g),
+            // A control operation still holds CTRL; it tears down.
+            Finish::Idle => {}
+            Finish::Rerun(_) => unreachable!("a fired timer is dead and never reruns"),
+        }
+        self.backend.changed();
+        outcome
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    };
+    // The payload is user data; its destructor could panic too.
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    message
+}
+
+/// What the current thread is doing inside the engine: running callbacks,
+/// running hooks. A thread inside either must not wait for a callback to
+/// return (it could be waiting for itself, or for a thread waiting for it).
+pub(crate) mod scope {
+    use std::cell::Cell;
+
+    crate::sync::thread_local! {
+        static CALLBACKS: Cell<u32> = Cell::new(0);
+        static HOOKS: Cell<u32> = Cell::new(0);
+    }
+
+    /// Marks the current thread as inside a callback (or hook) until dropped.
+    pub(crate) struct Scope {
+        hook: bool,
+    }
+
+    impl Scope {
+        pub(crate) fn enter_callback() -> Scope {
+            CALLBACKS.with(|c| c.set(c.get() + 1));
+            Scope { hook: false }
+        }
+        pub(crate) fn enter_hook() -> Scope {
+            HOOKS.with(|c| c.set(c.get() + 1));
+            Scope { hook: true }
+        }
+    }
+
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            let counter = if self.hook { &HOOKS } else { &CALLBACKS };
+            counter.with(|c| c.set(c.get() - 1));
+        }
+    }
+
+    pub(crate) fn in_callback_or_hook() -> bool {
+        CALLBACKS.with(|c| c.get() > 0) || in_hook()
+    }
+
+    pub(crate) fn in_hook() -> bool {
+        HOOKS.with(|c| c.get() > 0)
+    }
+}

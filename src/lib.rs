@@ -1,0 +1,131 @@
+//! # evnexus
+//!
+//! A lock-free event engine for programs that must never act on a stale
+//! event. An application's event loop reports "this fd is ready" or "this
+//! timeout fired" back to the engine with an opaque [`Token`], from any
+//! thread, arbitrarily late: by then the registration may have been
+//! removed, its slot reused, its fd number closed and reopened. Each
+//! registration lives in a slot with a generation counter; a report is
+//! validated by one compare-and-swap on the slot's state word, so a stale
+//! or forged token is rejected at any delay, with no lock and no system
+//! call, and a live event is never lost.
+//!
+//! ## Embedding in an application's loop
+//!
+//! ```
+//! use evnexus::{Engine, Interest, OsEventHooks, Readiness, Token};
+//! use std::io;
+//! use std::os::fd::{AsRawFd, RawFd};
+//! use std::sync::Mutex;
+//! use std::time::Instant;
+//!
+//! /// The application's loop: here, just a list of what to watch.
+//! #[derive(Default)]
+//! struct MyLoop {
+//!     fds: Mutex<Vec<(RawFd, Interest, Token)>>,
+//! }
+//!
+//! impl OsEventHooks for &'static MyLoop {
+//!     type FdReg = RawFd; // what the application keeps per registration
+//!     type TimeoutReg = ();
+//!     fn fd_register(&self, fd: RawFd, interest: Interest, token: Token) -> io::Result<RawFd> {
+//!         self.fds.lock().unwrap().push((fd, interest, token));
+//!         Ok(fd)
+//!     }
+//!     fn fd_modify(&self, fd: RawFd, _: &mut RawFd, interest: Interest) -> io::Result<()> {
+//!         for e in self.fds.lock().unwrap().iter_mut().filter(|e| e.0 == fd) {
+//!             e.1 = interest;
+//!         }
+//!         Ok(())
+//!     }
+//!     fn fd_deregister(&self, fd: RawFd, _: RawFd) {
+//!         self.fds.lock().unwrap().retain(|e| e.0 != fd);
+//!     }
+//!     fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> { Ok(()) }
+//!     fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> { Ok(()) }
+//!     fn timeout_deregister(&self, _: ()) {}
+//! }
+//!
+//! let my_loop: &'static MyLoop = Box::leak(Box::default());
+//! let engine = Engine::with_hooks(my_loop);
+//! let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+//! let watch = engine.register_fd(a.as_raw_fd(), Interest::READABLE, |ev| {
+//!     println!("{} is {:?}", ev.fd(), ev.readiness());
+//! })?;
+//! io::Write::write_all(&mut b, b"ping").unwrap();
+//!
+//! // The application's loop finds the fd readable and reports it, from any
+//! // thread, at any delay:
+//! let (fd, _, token) = my_loop.fds.lock().unwrap()[0];
+//! assert_eq!(engine.occurred_fd(token, fd, Readiness::READABLE)?, evnexus::Occurred::Dispatched);
+//!
+//! // After deregistration the same report is rejected, however late.
+//! drop(watch);
+//! assert!(matches!(engine.occurred_fd(token, fd, Readiness::READABLE)?, evnexus::Occurred::Stale(_)));
+//! # Ok::<(), evnexus::Error>(())
+//! ```
+//!
+//! Applications whose loop is a plain `poll()` use [`Engine::beforepoll`]
+//! and [`Engine::afterpoll`] instead of hooks.
+//!
+//! ## Guarantees
+//!
+//! - **A token is not a pointer.** Any `u64` may be reported. An index past
+//!   the arena, a generation that is not the slot's current one, a
+//!   registration that has ended, a timer token reported as an fd (or the
+//!   reverse), an fd other than the registered one: each is rejected
+//!   without touching registration memory and counted in [`Engine::stats`].
+//! - **Generations never wrap.** A slot whose generation reaches
+//!   [`Generation::MAX`] is retired, never reused.
+//! - **One dispatch at a time, nothing lost.** A callback never runs
+//!   concurrently with itself. An fd event that arrives while its callback
+//!   runs on another thread is folded into a rerun there ([`Occurred::Deferred`]).
+//!   A timer's callback runs exactly once, or never if it was cancelled
+//!   first; never both.
+//! - **No lock on an event path.** Reporting an event, registering and
+//!   deregistering take no lock. Callbacks run with nothing held and may
+//!   call back into the engine (register, modify, deregister, their own
+//!   watch included).
+//! - **Panics are contained.** A panicking callback ends its registration
+//!   (as if deregistered from inside it) and the report returns
+//!   [`Error::CallbackPanicked`]; the slot is torn down, never left busy.
+//!
+//! ## Deregistration
+//!
+//! After [`FdWatch::deregister`] or [`Timer::cancel`] returns (or the
+//! handle is dropped), the callback will not start again. Called from
+//! outside any evnexus callback, it also waits until a run in progress on
+//! another thread has returned, and the callback has been dropped.
+//!
+//! Called from *inside* a callback (or a hook), it does not wait: the rule
+//! is that **a thread that is running a callback never waits for another
+//! callback**. That makes deregistering your own watch from its callback
+//! safe, and it makes two callbacks on two threads that deregister each
+//! other safe: neither waits, so neither can deadlock. The run in progress
+//! finishes on its own thread, which then drops the callback.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod arena;
+mod backend;
+mod engine;
+mod error;
+mod fd;
+mod hooks;
+mod slot;
+mod stats;
+mod sync;
+mod timer;
+mod token;
+
+pub use backend::poll::{poll_timeout_ms, PollSet};
+pub use backend::BackendKind;
+pub use engine::{Builder, Engine, Occurred};
+pub use error::{Error, Result};
+pub use fd::{FdEvent, FdWatch, Interest, Readiness};
+pub use hooks::OsEventHooks;
+pub use slot::StaleReason;
+pub use stats::{StaleCounts, Stats};
+pub use timer::{Timer, TimerEvent};
+pub use token::{Generation, Token, MAX_SLOTS};

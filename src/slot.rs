@@ -1,0 +1,747 @@
+//! The nexus slot and its protocol: one atomic state word decides, with one
+//! compare-and-swap per transition, who may run a registration's callback,
+//! who may touch its backend registration, and who tears it down.
+//!
+//! # The state word
+//!
+//! ```text
+//!  63                       24 23               8 7                     0
+//! +---------------------------+------------------+-----------------------+
+//! |    generation (40 bits)   | pending revents  | F W C D R B T L       |
+//! +---------------------------+------------------+-----------------------+
+//!   L LIVE    the slot holds a registration of this generation
+//!   T TIMER   ... and it is a timer (else an fd watch)
+//!   B BUSY    a dispatcher owns the callback and is running it
+//!   R RERUN   an event arrived while BUSY; the dispatcher runs again
+//!   D DEAD    deregistered, cancelled or fired: no new dispatch may start
+//!   C CTRL    a control operation (register, modify, deregister) owns the
+//!             backend registration (the application's per-registration value)
+//!   W WAITER  a thread sleeps until this generation is torn down
+//!   F FIRED   the timer ended by firing, not by cancel
+//! ```
+//!
+//! A free slot is `generation` with no flags, where `generation` is the one
+//! its next registration will carry.
+//!
+//! # Transitions
+//!
+//! ```text
+//!               publish                     begin (CAS)
+//!   FREE(g) ──────────────▶ LIVE|CTRL(g) ─┐ ┌──────────────▶ LIVE|BUSY(g) ──┐
+//!      ▲                        │ end_ctrl│ │                   │  ▲  │ finish│
+//!      │                        ▼         │ │ occurred while    │  │  │ (no   │
+//!      │                    LIVE(g) ◀─────┘─┘  BUSY: CAS sets   ▼  │  │ RERUN)│
+//!      │                        │              RERUN+revents  RERUN─┘  │       │
+//!      │ release                │ kill (CAS sets DEAD, and CTRL if     ▼       │
+//!      │ (gen+1, or retire)     │ it is free)              LIVE(g) ◀───────────┘
+//!      │                        ▼
+//!      └──────── last one out: DEAD and neither BUSY nor CTRL ◀── finish / end_ctrl
+//! ```
+//!
+//! The rules that make the protocol work:
+//!
+//! 1. **One CAS decides a dispatch** ([`Slot::begin_fd`], [`Slot::begin_timer`]):
+//!    only the thread that moves `LIVE(g)` to `LIVE|BUSY(g)` runs the
+//!    callback. An fd event that finds `BUSY(g)` sets `RERUN` and ORs its
+//!    revents into the word with the same CAS, so it is never lost and never
+//!    run concurrently; the dispatcher picks it up in [`Slot::finish`]. A
+//!    timer's begin sets `BUSY|DEAD|FIRED` at once: it is one-shot, so a
+//!    second delivery, or a cancel, finds it dead.
+//! 2. **`DEAD` is set once and never cleared** until the slot is released;
+//!    whoever sets it ([`Slot::kill`]) has ended the registration. `finish`
+//!    never honours `RERUN` on a dead slot, so no callback starts after a
+//!    deregistration took effect.
+//! 3. **`CTRL` guards the backend registration** (the hook value of an
+//!    application loop): only its holder touches it. Register holds it
+//!    across the backend's register hook; modify across the modify hook;
+//!    `kill` takes it along with `DEAD` when it is free. The holder that
+//!    releases it on a dead slot ([`Slot::end_ctrl`]) disposes of the hook
+//!    value first. `CTRL` is held only across one backend call, never while
+//!    waiting for anything else, so control operations cannot deadlock.
+//! 4. **The last one out tears down**: the transition that leaves a slot
+//!    `DEAD` with neither `BUSY` nor `CTRL` is made by exactly one thread,
+//!    and that thread drops the callback and releases the slot
+//!    ([`Slot::release`]), with the next generation or, at
+//!    [`Generation::MAX`], retired for good.
+//!
+//! # Invariants of DESIGN.md and the tests that pin them
+//!
+//! | invariant | tests |
+//! |---|---|
+//! | 1 a token is not a pointer | `tests/stale.rs`: `random_tokens_never_dispatch`, `out_of_range_token_is_rejected_without_touching_memory` |
+//! | 2 generations never wrap | `tests/stale.rs`: `slot_is_retired_at_max_generation_not_wrapped` |
+//! | 3 slot memory lives as long as the engine | `tests/lifecycle.rs`: `callback_state_is_dropped_once_after_last_dispatch`; miri run of the unit tests |
+//! | 4 one CAS decides a dispatch | `tests/races.rs`: `timer_delivered_by_two_threads_runs_once`, `event_during_callback_is_rerun_not_lost`; `tests/loom.rs` |
+//! | 5 no start after deregister; waits for a running callback | `tests/races.rs`: `deregister_from_other_thread_waits_for_running_callback`, `cancel_vs_fire_has_exactly_one_outcome` |
+//! | 6 no lock on an event path; callbacks may re-enter | `tests/behaviour.rs`: `callback_registers_and_deregisters_other_watches`, `deregister_from_inside_own_callback` |
+//! | 7 fd check optional, generation check not | `tests/stale.rs`: `occurred_with_wrong_fd_is_stale`, `recheck_suppresses_condition_that_no_longer_holds` |
+
+use crate::fd::FdEvent;
+use crate::sync::{AtomicU64, Ordering, UnsafeCell};
+use crate::timer::TimerEvent;
+use crate::token::Generation;
+use std::any::Any;
+
+/// The callback of an fd watch: runs once per dispatch, on whichever thread
+/// won the dispatch CAS.
+pub(crate) type FdCallback = Box<dyn FnMut(&FdEvent<'_>) + Send>;
+/// The callback of a timer: one-shot.
+pub(crate) type TimerCallback = Box<dyn FnOnce(&TimerEvent<'_>) + Send>;
+/// What a backend keeps per registration (an application loop's hook value).
+pub(crate) type BackendReg = Box<dyn Any + Send>;
+
+pub(crate) enum Callback {
+    Fd(FdCallback),
+    Timer(TimerCallback),
+}
+
+/// A state word, with a typed accessor for each field (no bare masks outside
+/// this impl).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct State(u64);
+
+impl State {
+    const LIVE: u64 = 1 << 0;
+    const TIMER: u64 = 1 << 1;
+    const BUSY: u64 = 1 << 2;
+    const RERUN: u64 = 1 << 3;
+    const DEAD: u64 = 1 << 4;
+    const CTRL: u64 = 1 << 5;
+    const WAITER: u64 = 1 << 6;
+    const FIRED: u64 = 1 << 7;
+
+    const PENDING_SHIFT: u32 = 8;
+    const PENDING_MASK: u64 = 0xffff << Self::PENDING_SHIFT;
+    const GEN_SHIFT: u32 = crate::token::INDEX_BITS;
+
+    /// A free slot that will hand out `generation` next.
+    const fn free(generation: Generation) -> State {
+        State(generation.get() << Self::GEN_SHIFT)
+    }
+
+    pub(crate) const fn generation(self) -> Generation {
+        Generation::from_packed(self.0 >> Self::GEN_SHIFT)
+    }
+    /// Whether this word holds the live (not yet torn down) registration of
+    /// generation `g`, dead or not.
+    const fn holds(self, g: Generation) -> bool {
+        self.is_live() && self.generation().get() == g.get()
+    }
+    pub(crate) const fn is_live(self) -> bool {
+        self.0 & Self::LIVE != 0
+    }
+    pub(crate) const fn is_timer(self) -> bool {
+        self.0 & Self::TIMER != 0
+    }
+    pub(crate) const fn is_busy(self) -> bool {
+        self.0 & Self::BUSY != 0
+    }
+    pub(crate) const fn is_dead(self) -> bool {
+        self.0 & Self::DEAD != 0
+    }
+    const fn rerun(self) -> bool {
+        self.0 & Self::RERUN != 0
+    }
+    const fn ctrl(self) -> bool {
+        self.0 & Self::CTRL != 0
+    }
+    const fn waiter(self) -> bool {
+        self.0 & Self::WAITER != 0
+    }
+    pub(crate) const fn fired(self) -> bool {
+        self.0 & Self::FIRED != 0
+    }
+    const fn pending(self) -> u16 {
+        ((self.0 & Self::PENDING_MASK) >> Self::PENDING_SHIFT) as u16
+    }
+    const fn with(self, flags: u64) -> State {
+        State(self.0 | flags)
+    }
+    const fn without(self, flags: u64) -> State {
+        State(self.0 & !flags)
+    }
+    const fn with_pending(self, revents: u16) -> State {
+        State(self.0 | ((revents as u64) << Self::PENDING_SHIFT))
+    }
+    const fn without_pending(self) -> State {
+        State(self.0 & !Self::PENDING_MASK)
+    }
+    /// The slot may be torn down: dead, and nobody dispatching or
+    /// controlling it.
+    const fn is_abandoned(self) -> bool {
+        self.is_dead() && !self.is_busy() && !self.ctrl()
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (Self::LIVE, "LIVE"),
+            (Self::TIMER, "TIMER"),
+            (Self::BUSY, "BUSY"),
+            (Self::RERUN, "RERUN"),
+            (Self::DEAD, "DEAD"),
+            (Self::CTRL, "CTRL"),
+            (Self::WAITER, "WAITER"),
+            (Self::FIRED, "FIRED"),
+        ];
+        write!(f, "State(gen {}", self.generation().get())?;
+        for (bit, name) in names {
+            if self.0 & bit != 0 {
+                write!(f, "|{name}")?;
+            }
+        }
+        write!(f, ", pending {:#x})", self.pending())
+    }
+}
+
+/// Why a token was not dispatched.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum StaleReason {
+    /// The slot index is beyond anything the arena ever allocated, or the
+    /// token is malformed (generation zero).
+    OutOfRange,
+    /// The generation is not the slot's current one, or that registration
+    /// has been deregistered, cancelled or has fired.
+    Generation,
+    /// The registration is live, but `occurred_fd` named a different fd.
+    FdMismatch,
+    /// The token names a timer but arrived as an fd event, or the reverse.
+    WrongKind,
+}
+
+/// Outcome of a begin-dispatch attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Begin {
+    /// This thread owns the dispatch (`BUSY`) and must call [`Slot::finish`].
+    Owned,
+    /// Another thread is dispatching; the event was folded into its rerun.
+    Deferred,
+    Stale(StaleReason),
+}
+
+/// Outcome of [`Slot::begin_timer_if_due`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// Fired: this thread owns the dispatch, as with [`Begin::Owned`].
+    Owned,
+    /// Not due, or being modified: look again later.
+    NotYet,
+    Stale(StaleReason),
+    /// Cancelled while claimed; with `teardown`, this thread was the last
+    /// one out.
+    Cancelled { teardown: bool },
+}
+
+/// What the dispatcher must do after a callback returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// Events arrived meanwhile: run again with these revents (still `BUSY`).
+    Rerun(u16),
+    /// The slot is idle again.
+    Idle,
+    /// The registration is dead and this thread was the last one out: it
+    /// must tear the slot down.
+    TearDown,
+}
+
+/// Outcome of [`Slot::kill`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Kill {
+    /// The generation is gone already (torn down, or never existed).
+    Gone,
+    /// The registration was already dead; someone else finishes it.
+    AlreadyDead,
+    /// This call ended the registration. With `took_ctrl`, the caller holds
+    /// `CTRL` and must call [`Slot::end_ctrl`].
+    Killed { took_ctrl: bool },
+}
+
+/// Outcome of releasing `CTRL`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum EndCtrl {
+    Live,
+    /// The registration is dead but a dispatcher still runs; it tears down.
+    Dead,
+    /// Dead, and this thread was the last one out.
+    TearDown,
+}
+
+/// One arena cell. Its memory lives as long as the engine; only the state
+/// word's current owner touches the cells (see the module doc for who owns
+/// what, when).
+pub(crate) struct Slot {
+    state: AtomicU64,
+    /// fd watch: the fd in the low 32 bits, the interest above. Timer: the
+    /// deadline in nanoseconds after the engine's base instant. Written only
+    /// by the registrant (slot free) or the `CTRL` holder; read by anyone who
+    /// has validated the generation, with the CAS that follows confirming it.
+    param: AtomicU64,
+    /// Touched only by: the registrant (before publish), the dispatcher
+    /// (while `BUSY`), the tearer (after the last one out).
+    callback: UnsafeCell<Option<Callback>>,
+    /// Touched only by the `CTRL` holder, or by the tearer.
+    backend_reg: UnsafeCell<Option<BackendReg>>,
+}
+
+// SAFETY: the cells are only touched by the thread that owns them under the
+// state-word protocol (see the fields' docs and the module doc); everything
+// else is atomic. The cells' contents are `Send`, which is what moving
+// ownership between threads needs.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    pub(crate) fn new(first: Generation) -> Slot {
+        Slot {
+            state: AtomicU64::new(State::free(first).0),
+            param: AtomicU64::new(0),
+            callback: UnsafeCell::new(None),
+            backend_reg: UnsafeCell::new(None),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn load(&self) -> State {
+        // Acquire: pairs with the Release of `publish` and `end_ctrl` (which
+        // store `param`) so that a reader who sees generation g also sees
+        // g's param, or a later one that the following CAS will reject.
+        State(self.state.load(Ordering::Acquire))
+    }
+
+    #[inline]
+    fn cas(&self, current: State, new: State) -> Result<State, State> {
+        // AcqRel on success: Acquire to see what the previous owner wrote to
+        // the cells (callback state, backend value), Release to publish our
+        // own writes to the next owner. Acquire on failure: the loop that
+        // retries reads the fresh word's param again.
+        self.state
+            .compare_exchange(current.0, new.0, Ordering::AcqRel, Ordering::Acquire)
+            .map(State)
+            .map_err(State)
+    }
+
+    /// The param word. Acquire: pairs with the Release store in
+    /// [`Slot::set_param`], so a reader that sees a later registration's
+    /// param also sees that registration's state, and its CAS on the old
+    /// generation fails (see `begin_fd`).
+    #[inline]
+    pub(crate) fn param(&self) -> u64 {
+        self.param.load(Ordering::Acquire)
+    }
+
+    /// Sets the param word. Only the registrant (before publish) or the
+    /// `CTRL` holder may call this.
+    pub(crate) fn set_param(&self, value: u64) {
+        // Release: see `param`.
+        self.param.store(value, Ordering::Release);
+    }
+
+    // ----- registration ---------------------------------------------------
+
+    /// Stores the callback of a registration about to be published.
+    ///
+    /// # Safety
+    /// The caller owns the free slot (popped it from the free list or claimed
+    /// it fresh) and has not published it yet.
+    pub(crate) unsafe fn install(&self, callback: Callback) {
+        self.callback.with_mut(|cb| {
+            // SAFETY: the caller owns the unpublished free slot, so nobody
+            // else can reach the cell (function contract).
+            unsafe { *cb = Some(callback) }
+        });
+    }
+
+    /// `FREE(g)` -> `LIVE|CTRL(g)`: the registration becomes dispatchable
+    /// while the registrant keeps `CTRL` for the backend's register call.
+    ///
+    /// # Safety
+    /// As [`Slot::install`]; `g` is the slot's current (free) generation.
+    pub(crate) unsafe fn publish(&self, g: Generation, timer: bool) {
+        let kind = if timer { State::TIMER } else { 0 };
+        let s = State::free(g).with(State::LIVE | State::CTRL | kind);
+        // Release: publishes param and callback to every thread that
+        // Acquire-loads the word and sees generation g live.
+        self.state.store(s.0, Ordering::Release);
+    }
+
+    // ----- dispatch -------------------------------------------------------
+
+    /// Tries to take the dispatch of fd watch `g` for an event with
+    /// `revents` on `fd`.
+    pub(crate) fn begin_fd(&self, g: Generation, fd: i32, revents: u16) -> Begin {
+        let mut s = self.load();
+        if !s.holds(g) {
+            return Begin::Stale(StaleReason::Generation);
+        }
+        if s.is_timer() {
+            return Begin::Stale(StaleReason::WrongKind);
+        }
+        // The fd is read after the Acquire load that showed g live. If the
+        // slot has been reused since, the param may be the new one; then the
+        // state left `LIVE(g)` before that param was written (release
+        // chain: kill -> free list -> registrant -> set_param), and the CAS
+        // below, ordered after our Acquire of that param, fails.
+        if crate::fd::param_fd(self.param()) != fd {
+            return Begin::Stale(StaleReason::FdMismatch);
+        }
+        loop {
+            if !s.holds(g) || s.is_dead() {
+                return Begin::Stale(StaleReason::Generation);
+            }
+            let (new, outcome) = if s.is_busy() {
+                (
+                    s.with(State::RERUN).with_pending(revents),
+                    Begin::Deferred,
+                )
+            } else {
+                (s.with(State::BUSY), Begin::Owned)
+            };
+            match self.cas(s, new) {
+                Ok(_) => return outcome,
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    /// Tries to take the (one and only) dispatch of timer `g`; `Ok` means
+    /// this thread owns it, as with [`Begin::Owned`].
+    pub(crate) fn begin_timer(&self, g: Generation) -> Result<(), StaleReason> {
+        let mut s = self.load();
+        loop {
+            if !s.holds(g) {
+                return Err(StaleReason::Generation);
+            }
+            if !s.is_timer() {
+                return Err(StaleReason::WrongKind);
+            }
+            if s.is_dead() {
+                // Fired or cancelled already: this delivery is a duplicate.
+                return Err(StaleReason::Generation);
+            }
+            if s.is_busy() {
+                // The engine's own loop has claimed the timer to compare its
+                // deadline (`begin_timer_if_due`); that takes a few
+                // instructions and holds nothing else, so wait it out
+                // rather than lose this delivery.
+                crate::sync::spin_wait(0);
+                s = self.load();
+                continue;
+            }
+            let new = s.with(State::BUSY | State::DEAD | State::FIRED);
+            match self.cas(s, new) {
+                Ok(_) => return Ok(()),
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    /// Fires timer `g` if its deadline is at or before `now` (an offset on
+    /// the engine's clock): the engine's own loop uses this, so that a
+    /// concurrent `reset` can never make it fire early.
+    ///
+    /// The timer is first *claimed* (`BUSY` without `DEAD`), which keeps
+    /// modify out (`lock_ctrl` waits while a timer is `BUSY`), so the
+    /// deadline read under the claim is the current one; then the claim
+    /// becomes a fire (`DEAD|FIRED`) or is dropped.
+    pub(crate) fn begin_timer_if_due(&self, g: Generation, now: u64) -> Due {
+        let mut s = self.load();
+        loop {
+            if !s.holds(g) || s.is_dead() {
+                return Due::Stale(StaleReason::Generation);
+            }
+            if !s.is_timer() {
+                return Due::Stale(StaleReason::WrongKind);
+            }
+            if s.ctrl() || s.is_busy() {
+                // A modify (or another loop's claim) is under way; whoever
+                // holds it tells the backend when done, and the loop looks
+                // again then.
+                return Due::NotYet;
+            }
+            match self.cas(s, s.with(State::BUSY)) {
+                Ok(_) => break,
+                Err(actual) => s = actual,
+            }
+        }
+        let due = self.param() <= now;
+        let mut s = self.load();
+        loop {
+            let (new, outcome) = if s.is_dead() {
+                // Cancelled while claimed: the cancel saw BUSY and left the
+                // teardown to us if nobody else is left.
+                let new = s.without(State::BUSY);
+                let teardown = new.is_abandoned();
+                (new, Due::Cancelled { teardown })
+            } else if due {
+                (s.with(State::DEAD | State::FIRED), Due::Owned)
+            } else {
+                (s.without(State::BUSY), Due::NotYet)
+            };
+            match self.cas(s, new) {
+                Ok(_) => return outcome,
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    /// Runs `f` on the callback cell.
+    ///
+    /// # Safety
+    /// The caller owns the dispatch of the slot's current generation (its
+    /// `begin_*` returned [`Begin::Owned`] and it has not finished), or is
+    /// the tearer.
+    pub(crate) unsafe fn with_callback<R>(&self, f: impl FnOnce(&mut Option<Callback>) -> R) -> R {
+        self.callback.with_mut(|cb| {
+            // SAFETY: BUSY (or being the tearer) gives exclusive access to
+            // the callback cell (module rule 1 and 4; function contract).
+            f(unsafe { &mut *cb })
+        })
+    }
+
+    /// Ends one run of the callback of generation `g` (the caller owns the
+    /// dispatch).
+    pub(crate) fn finish(&self, g: Generation) -> Finish {
+        let mut s = self.load();
+        loop {
+            debug_assert!(s.holds(g) && s.is_busy(), "finish without BUSY: {s:?}");
+            if s.rerun() && !s.is_dead() {
+                match self.cas(s, s.without(State::RERUN).without_pending()) {
+                    Ok(_) => return Finish::Rerun(s.pending()),
+                    Err(actual) => {
+                        s = actual;
+                        continue;
+                    }
+                }
+            }
+            let new = s.without(State::BUSY | State::RERUN).without_pending();
+            match self.cas(s, new) {
+                Ok(_) if new.is_abandoned() => return Finish::TearDown,
+                Ok(_) => return Finish::Idle,
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    // ----- control --------------------------------------------------------
+
+    /// Takes `CTRL` on live registration `g` for a modify; spins while
+    /// another control operation holds it (for at most one backend call).
+    /// `false` when `g` is dead or gone.
+    pub(crate) fn lock_ctrl(&self, g: Generation) -> bool {
+        let mut s = self.load();
+        let mut round = 0;
+        loop {
+            if !s.holds(g) || s.is_dead() {
+                return false;
+            }
+            // A timer BUSY but not DEAD is claimed by a loop comparing its
+            // deadline: wait for that too, so the deadline cannot change
+            // under the comparison.
+            if s.ctrl() || (s.is_timer() && s.is_busy()) {
+                crate::sync::spin_wait(round);
+                round += 1;
+                s = self.load();
+                continue;
+            }
+            match self.cas(s, s.with(State::CTRL)) {
+                Ok(_) => return true,
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    /// Runs `f` on the backend registration cell.
+    ///
+    /// # Safety
+    /// The caller holds `CTRL` on the slot's current generation, or is the
+    /// tearer.
+    pub(crate) unsafe fn with_backend_reg<R>(
+        &self,
+        f: impl FnOnce(&mut Option<BackendReg>) -> R,
+    ) -> R {
+        self.backend_reg.with_mut(|reg| {
+            // SAFETY: CTRL (or being the tearer) gives exclusive access to
+            // the backend cell (module rule 3; function contract).
+            f(unsafe { &mut *reg })
+        })
+    }
+
+    /// Releases `CTRL` on generation `g`. If the registration died while we
+    /// held it, `dispose` runs first, still under `CTRL`, with the state
+    /// word seen (so it can tell a fired timer from a cancelled one).
+    /// `dispose` runs at most once.
+    pub(crate) fn end_ctrl(&self, g: Generation, mut dispose: impl FnMut(State)) -> EndCtrl {
+        let mut s = self.load();
+        let mut disposed = false;
+        loop {
+            debug_assert!(s.holds(g) && s.ctrl(), "end_ctrl without CTRL: {s:?}");
+            if s.is_dead() && !disposed {
+                dispose(s);
+                disposed = true;
+                s = self.load();
+                continue;
+            }
+            let new = s.without(State::CTRL);
+            match self.cas(s, new) {
+                Ok(_) if new.is_abandoned() => return EndCtrl::TearDown,
+                Ok(_) if new.is_dead() => return EndCtrl::Dead,
+                Ok(_) => return EndCtrl::Live,
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    /// Ends registration `g`: sets `DEAD`, and takes `CTRL` too when nobody
+    /// holds it.
+    pub(crate) fn kill(&self, g: Generation) -> Kill {
+        let mut s = self.load();
+        loop {
+            if !s.holds(g) {
+                return Kill::Gone;
+            }
+            if s.is_dead() {
+                return Kill::AlreadyDead;
+            }
+            let took_ctrl = !s.ctrl();
+            let new = s.with(State::DEAD | if took_ctrl { State::CTRL } else { 0 });
+            match self.cas(s, new) {
+                Ok(_) => return Kill::Killed { took_ctrl },
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    /// Releases the torn-down slot of generation `g`: the word becomes free
+    /// with the next generation. Returns `(next generation, had a waiter)`;
+    /// with `None`, the slot is retired and must not go back on the free
+    /// list.
+    ///
+    /// The caller is the last one out (module rule 4) and has emptied the
+    /// cells.
+    pub(crate) fn release(&self, g: Generation) -> (Option<Generation>, bool) {
+        let next = g.next();
+        // A retired slot keeps its last generation with no flags: every
+        // token still fails `holds`, and nothing ever publishes it again.
+        let free = State::free(next.unwrap_or(g));
+        // AcqRel swap rather than store: nobody else writes a dead slot
+        // except a waiter adding WAITER, and the swap tells us whether one
+        // did. Release publishes the emptied cells to the next registrant
+        // (which also synchronises through the free list).
+        let old = State(self.state.swap(free.0, Ordering::AcqRel));
+        debug_assert!(old.holds(g) && old.is_abandoned(), "release of {old:?}");
+        (next, old.waiter())
+    }
+
+    /// Whether a thread waiting for generation `g` to be torn down may stop
+    /// waiting; if not, marks `WAITER` so the tearer wakes it. Called with
+    /// the engine's waiter mutex held.
+    pub(crate) fn gone_or_mark_waiter(&self, g: Generation) -> bool {
+        let mut s = self.load();
+        loop {
+            if !s.holds(g) {
+                return true;
+            }
+            if s.waiter() {
+                return false;
+            }
+            match self.cas(s, s.with(State::WAITER)) {
+                Ok(_) => return false,
+                Err(actual) => s = actual,
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn g(n: u64) -> Generation {
+        Generation::new(n).unwrap()
+    }
+
+    fn published(gen: Generation, timer: bool) -> Slot {
+        let slot = Slot::new(gen);
+        slot.set_param(crate::fd::pack_param(5, 1));
+        // SAFETY: the slot is fresh and local to this test.
+        unsafe { slot.publish(gen, timer) };
+        assert_eq!(slot.end_ctrl(gen, |_| panic!("not dead")), EndCtrl::Live);
+        slot
+    }
+
+    #[test]
+    fn only_one_begin_owns_the_dispatch_and_the_second_is_folded_into_rerun() {
+        let slot = published(g(3), false);
+        assert_eq!(slot.begin_fd(g(3), 5, 1), Begin::Owned);
+        assert_eq!(slot.begin_fd(g(3), 5, 4), Begin::Deferred);
+        assert_eq!(slot.begin_fd(g(3), 5, 1), Begin::Deferred);
+        assert_eq!(slot.finish(g(3)), Finish::Rerun(5));
+        assert_eq!(slot.finish(g(3)), Finish::Idle);
+        assert_eq!(slot.begin_fd(g(3), 5, 1), Begin::Owned);
+    }
+
+    #[test]
+    fn wrong_generation_kind_or_fd_is_stale() {
+        let slot = published(g(3), false);
+        assert_eq!(slot.begin_fd(g(2), 5, 1), Begin::Stale(StaleReason::Generation));
+        assert_eq!(slot.begin_fd(g(3), 6, 1), Begin::Stale(StaleReason::FdMismatch));
+        assert_eq!(slot.begin_timer(g(3)), Err(StaleReason::WrongKind));
+    }
+
+    #[test]
+    fn kill_during_dispatch_suppresses_rerun_and_leaves_teardown_to_dispatcher() {
+        let slot = published(g(1), false);
+        assert_eq!(slot.begin_fd(g(1), 5, 1), Begin::Owned);
+        assert_eq!(slot.begin_fd(g(1), 5, 1), Begin::Deferred);
+        assert_eq!(slot.kill(g(1)), Kill::Killed { took_ctrl: true });
+        let mut disposed = 0;
+        assert_eq!(slot.end_ctrl(g(1), |_| disposed += 1), EndCtrl::Dead);
+        assert_eq!(disposed, 1);
+        assert_eq!(slot.begin_fd(g(1), 5, 1), Begin::Stale(StaleReason::Generation));
+        assert_eq!(slot.finish(g(1)), Finish::TearDown);
+        assert_eq!(slot.release(g(1)), (Some(g(2)), false));
+        assert_eq!(slot.kill(g(1)), Kill::Gone);
+    }
+
+    #[test]
+    fn timer_fires_once_and_a_later_kill_finds_it_dead() {
+        let slot = published(g(9), true);
+        assert_eq!(slot.begin_timer(g(9)), Ok(()));
+        assert_eq!(slot.begin_timer(g(9)), Err(StaleReason::Generation));
+        assert_eq!(slot.kill(g(9)), Kill::AlreadyDead);
+        assert!(slot.load().fired());
+        assert_eq!(slot.finish(g(9)), Finish::TearDown);
+    }
+
+    #[test]
+    fn loop_fires_a_timer_only_when_due_and_not_while_modified() {
+        let slot = Slot::new(g(4));
+        slot.set_param(100);
+        // SAFETY: the slot is fresh and local to this test.
+        unsafe { slot.publish(g(4), true) };
+        // The registrant still holds CTRL: not now.
+        assert_eq!(slot.begin_timer_if_due(g(4), 1000), Due::NotYet);
+        assert_eq!(slot.end_ctrl(g(4), |_| panic!("not dead")), EndCtrl::Live);
+        assert_eq!(slot.begin_timer_if_due(g(4), 99), Due::NotYet);
+        assert!(slot.lock_ctrl(g(4)), "a NotYet claim leaves the timer modifiable");
+        slot.set_param(200);
+        assert_eq!(slot.end_ctrl(g(4), |_| panic!("not dead")), EndCtrl::Live);
+        assert_eq!(slot.begin_timer_if_due(g(4), 150), Due::NotYet);
+        assert_eq!(slot.begin_timer_if_due(g(4), 200), Due::Owned);
+        assert_eq!(slot.begin_timer(g(4)), Err(StaleReason::Generation));
+        assert!(!slot.lock_ctrl(g(4)), "a fired timer cannot be modified");
+    }
+
+    #[test]
+    fn release_at_max_generation_retires() {
+        let slot = published(Generation::MAX, false);
+        assert_eq!(slot.kill(Generation::MAX), Kill::Killed { took_ctrl: true });
+        assert_eq!(slot.end_ctrl(Generation::MAX, |_| {}), EndCtrl::TearDown);
+        assert_eq!(slot.release(Generation::MAX), (None, false));
+        assert!(!slot.load().is_live());
+        assert_eq!(
+            slot.begin_fd(Generation::MAX, 5, 1),
+            Begin::Stale(StaleReason::Generation)
+        );
+    }
+}

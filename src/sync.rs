@@ -1,0 +1,146 @@
+//! The one place that names `std::sync::atomic` or `loom`.
+//!
+//! Everything that takes part in a concurrency protocol (the slot state word,
+//! the arena's page table and fresh-index counter, the free list, the waiter
+//! condvar, the thread-local dispatch context) is imported from here, so that
+//! `RUSTFLAGS="--cfg loom"` swaps the whole crate onto loom's model-checked
+//! primitives at once. Statistics counters are deliberately *not* switched:
+//! they take part in no protocol, and modelling them would only multiply
+//! loom's state space (see [`Counter`]).
+
+#[cfg(loom)]
+mod imp {
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64};
+    pub(crate) use loom::sync::{Arc, Condvar, Mutex};
+    pub(crate) use loom::thread_local;
+
+    /// Backs off inside a spin loop. Under loom a spin must yield, or the
+    /// model checker would explore the spinning thread forever.
+    pub(crate) fn spin_wait(_round: u32) {
+        loom::thread::yield_now();
+    }
+
+    /// `UnsafeCell` with loom's closure-based access, so loom can check
+    /// that every access is ordered by the slot protocol.
+    #[derive(Debug)]
+    pub(crate) struct UnsafeCell<T>(loom::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(loom::cell::UnsafeCell::new(value))
+        }
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            self.0.with_mut(f)
+        }
+    }
+
+    /// The free list under loom: a mutex-guarded deque, because loom cannot
+    /// see the happens-before edges inside crossbeam's lock-free queue and
+    /// would report false races on slot cells handed from one owner to the
+    /// next through it.
+    #[derive(Debug, Default)]
+    pub(crate) struct FreeList(Mutex<std::collections::VecDeque<u32>>);
+
+    impl FreeList {
+        pub(crate) fn push(&self, index: u32) {
+            self.0.lock().unwrap().push_back(index);
+        }
+        pub(crate) fn pop(&self) -> Option<u32> {
+            self.0.lock().unwrap().pop_front()
+        }
+    }
+}
+
+#[cfg(not(loom))]
+mod imp {
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64};
+    pub(crate) use std::sync::{Arc, Condvar, Mutex};
+    pub(crate) use std::thread_local;
+
+    /// Backs off inside a spin loop: a few rounds of `spin_loop` hints, then
+    /// yields the CPU. Only control operations ever spin (a modify waiting
+    /// for another control operation's hook call to return); no event path
+    /// does.
+    pub(crate) fn spin_wait(round: u32) {
+        if round < 6 {
+            for _ in 0..(1u32 << round) {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
+    }
+
+    /// `UnsafeCell` with the closure-based access that loom requires, so the
+    /// same code compiles against both.
+    #[derive(Debug)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Self(std::cell::UnsafeCell::new(value))
+        }
+        #[inline]
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+
+    /// Free slot indices: crossbeam's unbounded lock-free MPMC queue. FIFO
+    /// on purpose: a freed slot goes to the back, so reuse is spread over
+    /// all free slots and each slot's generation advances as slowly as the
+    /// churn allows.
+    #[derive(Debug, Default)]
+    pub(crate) struct FreeList(crossbeam_queue::SegQueue<u32>);
+
+    impl FreeList {
+        #[inline]
+        pub(crate) fn push(&self, index: u32) {
+            self.0.push(index);
+        }
+        #[inline]
+        pub(crate) fn pop(&self) -> Option<u32> {
+            self.0.pop()
+        }
+    }
+}
+
+pub(crate) use imp::*;
+pub(crate) use std::sync::atomic::Ordering;
+
+/// A statistics counter. Always a plain `std` atomic, under loom too: no
+/// protocol reads it, so `Relaxed` is enough for every access (a snapshot is
+/// a sum of independent counts, never used to decide anything).
+#[derive(Debug, Default)]
+pub(crate) struct Counter(std::sync::atomic::AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        // Relaxed: a pure event count; see the type's doc.
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn get(&self) -> u64 {
+        // Relaxed: see the type's doc.
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A small number distinct per thread (0 for the first thread that asks, 1
+/// for the next, ...), for spreading counters over stripes. Plain `std`
+/// under loom too, like [`Counter`].
+pub(crate) fn thread_ordinal() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::thread_local! {
+        static ORDINAL: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    ORDINAL.with(|o| {
+        if o.get() == usize::MAX {
+            // Relaxed: only distinctness of the values matters.
+            o.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        o.get()
+    })
+}

@@ -1,0 +1,130 @@
+//! One-shot timers: the [`TimerEvent`] a callback receives and the owning
+//! [`Timer`] handle.
+//!
+//! A timer's deadline lives in its slot's param word as nanoseconds after
+//! the engine's base instant (so it is read and changed with one atomic
+//! access); [`Clock`] converts.
+
+use crate::engine::{Engine, Inner};
+use crate::error::Result;
+use crate::sync::Arc;
+use crate::token::Token;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Converts between `Instant`s and the nanosecond offsets kept in slots.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    base: Instant,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Clock {
+        Clock {
+            base: Instant::now(),
+        }
+    }
+    /// Offset of `at`; instants before the base clamp to 0 (already due),
+    /// instants more than 584 years ahead clamp to the far future.
+    pub(crate) fn offset(&self, at: Instant) -> u64 {
+        let d = at.saturating_duration_since(self.base);
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+    pub(crate) fn instant(&self, offset: u64) -> Instant {
+        self.base + Duration::from_nanos(offset)
+    }
+}
+
+/// What a timer's callback receives.
+pub struct TimerEvent<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) token: Token,
+    pub(crate) deadline: Instant,
+}
+
+impl<'a> TimerEvent<'a> {
+    /// The engine, to register or deregister from the callback without
+    /// capturing it.
+    pub fn engine(&self) -> &'a Engine {
+        self.engine
+    }
+    /// The timer's token.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+    /// The deadline the timer had when it fired. The callback never runs
+    /// before it.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl fmt::Debug for TimerEvent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimerEvent")
+            .field("token", &self.token)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// The owning handle of a one-shot timer. Dropping it cancels the timer.
+///
+/// ```
+/// use evnexus::Engine;
+/// use std::time::Duration;
+/// # fn main() -> evnexus::Result<()> {
+/// let engine = Engine::new()?;
+/// let timer = engine.timer_after(Duration::from_secs(60), |ev| println!("{:?}", ev.token()))?;
+/// timer.reset_after(Duration::from_secs(30))?;
+/// assert!(timer.cancel(), "cancelled before it fired");
+/// # Ok(()) }
+/// ```
+pub struct Timer {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) token: Token,
+}
+
+impl Timer {
+    /// The token the backend or the application's loop carries.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// Moves the deadline. Errors with [`Error::Gone`](crate::Error::Gone)
+    /// once the timer has fired or been cancelled.
+    pub fn reset_at(&self, deadline: Instant) -> Result<()> {
+        self.inner.modify_timer(self.token, deadline)
+    }
+
+    /// Moves the deadline to `delay` from now.
+    pub fn reset_after(&self, delay: Duration) -> Result<()> {
+        self.reset_at(Instant::now() + delay)
+    }
+
+    /// Whether the timer is still pending (neither fired nor cancelled).
+    pub fn is_pending(&self) -> bool {
+        self.inner.is_live(self.token)
+    }
+
+    /// Cancels the timer. Returns `true` if it was cancelled before it
+    /// fired: its callback will never run. Returns `false` if it has fired
+    /// (or is firing): its callback runs, or ran, exactly once; outside any
+    /// evnexus callback this call then waits for that run to return.
+    pub fn cancel(self) -> bool {
+        self.inner.deregister(self.token)
+        // Drop then finds the generation gone: one load, no second effect.
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.inner.deregister(self.token);
+    }
+}
+
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timer").field("token", &self.token).finish()
+    }
+}
