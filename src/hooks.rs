@@ -43,9 +43,10 @@ use std::time::Instant;
 /// [`Error::Reentrant`](crate::Error::Reentrant)) and should not block on
 /// locks that the application holds while calling into the engine.
 ///
-/// A hook that returns an error makes the engine operation fail with
-/// [`Error::Backend`](crate::Error::Backend): a failed register leaves no
-/// registration behind, a failed modify leaves the registration as it was.
+/// A hook that returns an error (or panics) makes the engine operation fail
+/// with [`Error::Backend`](crate::Error::Backend): a failed register leaves
+/// no registration behind, a failed modify leaves the registration as it
+/// was. A panic in a deregister hook is contained and ignored.
 pub trait OsEventHooks: Send + Sync + 'static {
     /// The application's value for one fd registration (libxl's
     /// `for_app_registration`).
@@ -73,11 +74,16 @@ pub trait OsEventHooks: Send + Sync + 'static {
 
 pub(crate) struct HooksBackend<H>(pub(crate) H);
 
-/// Marks the calling thread as inside a hook, so that a re-entrant modify is
-/// refused and a re-entrant deregister does not wait (see `engine::scope`).
-fn in_hook<R>(f: impl FnOnce() -> R) -> R {
+/// Runs a hook with the calling thread marked as inside a hook, so that a
+/// re-entrant modify is refused and a re-entrant deregister does not wait
+/// (see `engine::scope`). A panicking hook becomes an error: the engine's
+/// state stays consistent whatever the application's code does.
+fn in_hook<R>(f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
     let _hook = crate::engine::scope::Scope::enter_hook();
-    f()
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = crate::engine::panic_message(payload);
+        Err(io::Error::other(format!("evnexus: hook panicked: {message}")))
+    })
 }
 
 fn lost_value() -> io::Error {
@@ -106,7 +112,11 @@ impl<H: OsEventHooks> Backend for HooksBackend<H> {
         // The value was boxed by `fd_register` above; a failed downcast is
         // impossible and would only mean there is nothing to tell.
         if let Ok(reg) = reg.downcast::<H::FdReg>() {
-            in_hook(|| self.0.fd_deregister(fd, *reg));
+            // Nothing to report a failure to: the registration is over.
+            let _ = in_hook(|| {
+                self.0.fd_deregister(fd, *reg);
+                Ok(())
+            });
         }
     }
 
@@ -122,7 +132,10 @@ impl<H: OsEventHooks> Backend for HooksBackend<H> {
 
     fn timeout_deregister(&self, reg: BackendReg) {
         if let Ok(reg) = reg.downcast::<H::TimeoutReg>() {
-            in_hook(|| self.0.timeout_deregister(*reg));
+            let _ = in_hook(|| {
+                self.0.timeout_deregister(*reg);
+                Ok(())
+            });
         }
     }
 }
