@@ -70,10 +70,10 @@
 //! |---|---|
 //! | 1 a token is not a pointer | `tests/stale.rs`: `random_tokens_never_dispatch`, `out_of_range_token_is_rejected_without_touching_memory` |
 //! | 2 generations never wrap | `tests/stale.rs`: `slot_is_retired_at_max_generation_not_wrapped` |
-//! | 3 slot memory lives as long as the engine | `tests/lifecycle.rs`: `callback_state_is_dropped_once_after_last_dispatch`; miri run of the unit tests |
-//! | 4 one CAS decides a dispatch | `tests/races.rs`: `timer_delivered_by_two_threads_runs_once`, `event_during_callback_is_rerun_not_lost`; `tests/loom.rs` |
-//! | 5 no start after deregister; waits for a running callback | `tests/races.rs`: `deregister_from_other_thread_waits_for_running_callback`, `cancel_vs_fire_has_exactly_one_outcome` |
-//! | 6 no lock on an event path; callbacks may re-enter | `tests/behaviour.rs`: `callback_registers_and_deregisters_other_watches`, `deregister_from_inside_own_callback` |
+//! | 3 slot memory lives as long as the engine | `tests/lifecycle.rs`: `callback_state_is_dropped_once_after_last_dispatch`, `late_reports_after_heavy_reuse_read_only_live_memory`; `tests/loom.rs` (loom checks every cell access is ordered) |
+//! | 4 one CAS decides a dispatch | `tests/races.rs`: `timer_delivered_by_two_threads_at_once_runs_once`, `event_during_callback_is_rerun_not_lost`; `tests/loom.rs`; `tests/stress.rs` |
+//! | 5 no start after deregister; waits for a running callback | `tests/races.rs`: `deregister_from_other_thread_waits_for_running_callback`, `cancel_vs_fire_has_exactly_one_outcome`, `callbacks_that_deregister_each_other_do_not_deadlock` |
+//! | 6 no lock on an event path; callbacks may re-enter | `tests/behaviour.rs`: `callback_registers_and_deregisters_other_watches`, `timer_callback_rearms_a_new_timer_from_inside`; `tests/races.rs`: `deregister_from_inside_own_callback` |
 //! | 7 fd check optional, generation check not | `tests/stale.rs`: `occurred_with_wrong_fd_is_stale`, `recheck_suppresses_condition_that_no_longer_holds` |
 
 use crate::fd::FdEvent;
