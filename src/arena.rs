@@ -148,7 +148,9 @@ impl Arena {
         {
             // SAFETY: `fresh` came from `Box::into_raw` just above and lost
             // the race, so nobody else has seen it.
-            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(fresh, page_len(page))) });
+            drop(unsafe {
+                Box::from_raw(std::ptr::slice_from_raw_parts_mut(fresh, page_len(page)))
+            });
         }
     }
 

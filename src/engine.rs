@@ -101,6 +101,7 @@ impl Builder {
                 clock: Clock::new(),
                 recheck: self.recheck,
                 limit: self.limit,
+                id: next_engine_id(),
                 waiters: Mutex::new(()),
                 waiters_cv: Condvar::new(),
             }),
@@ -124,6 +125,9 @@ pub(crate) struct Inner {
     pub(crate) clock: Clock,
     recheck: bool,
     limit: usize,
+    /// Distinct for every engine of the process (never reused, unlike an
+    /// address), so a poll set can tell which engine filled it.
+    pub(crate) id: u64,
     /// Where a deregistering thread sleeps while a callback it must wait for
     /// is still running. Taken only by such a thread and by the tearer of a
     /// slot marked `WAITER`: never on an event path without a waiter.
@@ -306,7 +310,9 @@ impl Engine {
     pub(crate) fn scan(&self, mut visit: impl FnMut(Token, State, u64)) {
         let arena = &self.inner.arena;
         for index in 0..arena.claimed() {
-            let Some(slot) = arena.get(index) else { continue };
+            let Some(slot) = arena.get(index) else {
+                continue;
+            };
             let s = slot.load();
             if !s.is_live() || s.is_dead() {
                 continue;
@@ -348,6 +354,13 @@ impl fmt::Debug for Engine {
     }
 }
 
+fn next_engine_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    // Relaxed: only uniqueness matters.
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Negative fds are refused outright; others must be open (one `fcntl`).
 fn check_fd(fd: RawFd) -> Result<()> {
     if fd < 0 {
@@ -363,7 +376,10 @@ fn check_fd(fd: RawFd) -> Result<()> {
 
 impl Inner {
     fn alloc(&self) -> Result<(u32, &Slot, Generation)> {
-        let (index, slot) = self.arena.alloc().map_err(|_| Error::Full { limit: self.limit })?;
+        let (index, slot) = self
+            .arena
+            .alloc()
+            .map_err(|_| Error::Full { limit: self.limit })?;
         self.stats.registered();
         Ok((index, slot, slot.load().generation()))
     }
@@ -476,7 +492,10 @@ impl Inner {
         }
         let mut guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         while !slot.gone_or_mark_waiter(g) {
-            guard = self.waiters_cv.wait(guard).unwrap_or_else(|e| e.into_inner());
+            guard = self
+                .waiters_cv
+                .wait(guard)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -679,7 +698,6 @@ impl Inner {
             Finish::Idle => {}
             Finish::Rerun(_) => unreachable!("a fired timer is dead and never reruns"),
         }
-        self.backend.changed();
         outcome
     }
 }
@@ -701,12 +719,7 @@ pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 /// running hooks. A thread inside either must not wait for a callback to
 /// return (it could be waiting for itself, or for a thread waiting for it).
 pub(crate) mod scope {
-    use std::cell::Cell;
-
-    crate::sync::thread_local! {
-        static CALLBACKS: Cell<u32> = Cell::new(0);
-        static HOOKS: Cell<u32> = Cell::new(0);
-    }
+    use crate::sync::{CALLBACK_DEPTH as CALLBACKS, HOOK_DEPTH as HOOKS};
 
     /// Marks the current thread as inside a callback (or hook) until dropped.
     pub(crate) struct Scope {

@@ -26,8 +26,9 @@ pub enum Error {
     /// The operation does not apply to this engine's backend.
     Unsupported(&'static str),
     /// A registration was modified from inside one of the application's
-    /// hooks. Hooks must not call back into the engine for the registration
-    /// they are serving; the engine refuses rather than deadlock.
+    /// hooks. The hook could be serving that very registration, whose
+    /// modify would then wait for itself; the engine refuses rather than
+    /// deadlock.
     Reentrant,
     /// The callback of `token` panicked. The registration has been ended
     /// (for an fd watch: deregistered, its hook told; a timer had fired

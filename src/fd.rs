@@ -49,9 +49,7 @@ impl Interest {
     /// An interest from a poll(2) `events` mask; bits that poll(2) does
     /// not define are dropped.
     pub const fn from_poll_events(events: libc::c_short) -> Interest {
-        Interest(
-            events as u16 & (IN | PRI | OUT | RDHUP | RDNORM | RDBAND | WRNORM | WRBAND),
-        )
+        Interest(events as u16 & (IN | PRI | OUT | RDHUP | RDNORM | RDBAND | WRNORM | WRBAND))
     }
     /// The poll(2) `events` mask.
     pub const fn as_poll_events(self) -> libc::c_short {
@@ -329,6 +327,8 @@ impl Drop for FdWatch {
 
 impl fmt::Debug for FdWatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FdWatch").field("token", &self.token).finish()
+        f.debug_struct("FdWatch")
+            .field("token", &self.token)
+            .finish()
     }
 }

@@ -38,10 +38,11 @@ use std::time::Instant;
 /// Every hook may be called from any thread that uses the engine (a
 /// callback's thread included), concurrently for different registrations;
 /// the engine never calls two hooks for the same registration at once. No
-/// engine lock is held during a hook (there is none), but a hook must not
-/// modify the registration it is serving (that returns
-/// [`Error::Reentrant`](crate::Error::Reentrant)) and should not block on
-/// locks that the application holds while calling into the engine.
+/// engine lock is held during a hook (there is none). A hook may register,
+/// deregister and report events, but must not *modify* a registration (that
+/// could wait on the very registration the hook serves, so it returns
+/// [`Error::Reentrant`](crate::Error::Reentrant) instead), and should not
+/// block on locks that the application holds while calling into the engine.
 ///
 /// A hook that returns an error (or panics) makes the engine operation fail
 /// with [`Error::Backend`](crate::Error::Backend): a failed register leaves
@@ -82,7 +83,9 @@ fn in_hook<R>(f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
     let _hook = crate::engine::scope::Scope::enter_hook();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let message = crate::engine::panic_message(payload);
-        Err(io::Error::other(format!("evnexus: hook panicked: {message}")))
+        Err(io::Error::other(format!(
+            "evnexus: hook panicked: {message}"
+        )))
     })
 }
 

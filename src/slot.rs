@@ -230,7 +230,9 @@ pub(crate) enum Due {
     Stale(StaleReason),
     /// Cancelled while claimed; with `teardown`, this thread was the last
     /// one out.
-    Cancelled { teardown: bool },
+    Cancelled {
+        teardown: bool,
+    },
 }
 
 /// What the dispatcher must do after a callback returned.
@@ -389,10 +391,7 @@ impl Slot {
                 return Begin::Stale(StaleReason::Generation);
             }
             let (new, outcome) = if s.is_busy() {
-                (
-                    s.with(State::RERUN).with_pending(revents),
-                    Begin::Deferred,
-                )
+                (s.with(State::RERUN).with_pending(revents), Begin::Deferred)
             } else {
                 (s.with(State::BUSY), Begin::Owned)
             };
@@ -683,8 +682,14 @@ mod tests {
     #[test]
     fn wrong_generation_kind_or_fd_is_stale() {
         let slot = published(g(3), false);
-        assert_eq!(slot.begin_fd(g(2), 5, 1), Begin::Stale(StaleReason::Generation));
-        assert_eq!(slot.begin_fd(g(3), 6, 1), Begin::Stale(StaleReason::FdMismatch));
+        assert_eq!(
+            slot.begin_fd(g(2), 5, 1),
+            Begin::Stale(StaleReason::Generation)
+        );
+        assert_eq!(
+            slot.begin_fd(g(3), 6, 1),
+            Begin::Stale(StaleReason::FdMismatch)
+        );
         assert_eq!(slot.begin_timer(g(3)), Err(StaleReason::WrongKind));
     }
 
@@ -697,7 +702,10 @@ mod tests {
         let mut disposed = 0;
         assert_eq!(slot.end_ctrl(g(1), |_| disposed += 1), EndCtrl::Dead);
         assert_eq!(disposed, 1);
-        assert_eq!(slot.begin_fd(g(1), 5, 1), Begin::Stale(StaleReason::Generation));
+        assert_eq!(
+            slot.begin_fd(g(1), 5, 1),
+            Begin::Stale(StaleReason::Generation)
+        );
         assert_eq!(slot.finish(g(1)), Finish::TearDown);
         assert_eq!(slot.release(g(1)), (Some(g(2)), false));
         assert_eq!(slot.kill(g(1)), Kill::Gone);
@@ -723,7 +731,10 @@ mod tests {
         assert_eq!(slot.begin_timer_if_due(g(4), 1000), Due::NotYet);
         assert_eq!(slot.end_ctrl(g(4), |_| panic!("not dead")), EndCtrl::Live);
         assert_eq!(slot.begin_timer_if_due(g(4), 99), Due::NotYet);
-        assert!(slot.lock_ctrl(g(4)), "a NotYet claim leaves the timer modifiable");
+        assert!(
+            slot.lock_ctrl(g(4)),
+            "a NotYet claim leaves the timer modifiable"
+        );
         slot.set_param(200);
         assert_eq!(slot.end_ctrl(g(4), |_| panic!("not dead")), EndCtrl::Live);
         assert_eq!(slot.begin_timer_if_due(g(4), 150), Due::NotYet);

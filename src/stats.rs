@@ -101,7 +101,8 @@ pub struct Stats {
     pub recheck_suppressed: u64,
     /// Callbacks that panicked.
     pub panicked: u64,
-    /// Registrations made.
+    /// Registrations made (a registration whose backend hook then failed
+    /// counts here and in `deregistered`).
     pub registered: u64,
     /// Registrations ended (deregistered, cancelled, fired, failed).
     pub deregistered: u64,

@@ -12,7 +12,12 @@
 mod imp {
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64};
     pub(crate) use loom::sync::{Arc, Condvar, Mutex};
-    pub(crate) use loom::thread_local;
+    use std::cell::Cell;
+
+    loom::thread_local! {
+        pub(crate) static CALLBACK_DEPTH: Cell<u32> = Cell::new(0);
+        pub(crate) static HOOK_DEPTH: Cell<u32> = Cell::new(0);
+    }
 
     /// Backs off inside a spin loop. Under loom a spin must yield, or the
     /// model checker would explore the spinning thread forever.
@@ -53,9 +58,16 @@ mod imp {
 
 #[cfg(not(loom))]
 mod imp {
+    use std::cell::Cell;
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64};
     pub(crate) use std::sync::{Arc, Condvar, Mutex};
-    pub(crate) use std::thread_local;
+
+    std::thread_local! {
+        /// How many callbacks the thread is running (nested dispatch).
+        pub(crate) static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+        /// How many application hooks the thread is running.
+        pub(crate) static HOOK_DEPTH: Cell<u32> = const { Cell::new(0) };
+    }
 
     /// Backs off inside a spin loop: a few rounds of `spin_loop` hints, then
     /// yields the CPU. Only control operations ever spin (a modify waiting

@@ -43,11 +43,18 @@ fn callback_registers_and_deregisters_other_watches() {
         .unwrap();
     for _ in 0..3 {
         assert_eq!(
-            engine.occurred_fd(parent.token(), raw(&a), Readiness::READABLE).unwrap(),
+            engine
+                .occurred_fd(parent.token(), raw(&a), Readiness::READABLE)
+                .unwrap(),
             Occurred::Dispatched
         );
     }
-    let tokens: Vec<_> = children.lock().unwrap().iter().map(FdWatch::token).collect();
+    let tokens: Vec<_> = children
+        .lock()
+        .unwrap()
+        .iter()
+        .map(FdWatch::token)
+        .collect();
     assert_eq!(tokens.len(), 3);
     for &t in &tokens {
         assert_eq!(
@@ -57,7 +64,9 @@ fn callback_registers_and_deregisters_other_watches() {
     }
     assert_eq!(child_runs.load(Ordering::SeqCst), 3);
     assert_eq!(
-        engine.occurred_fd(parent.token(), raw(&a), Readiness::WRITABLE).unwrap(),
+        engine
+            .occurred_fd(parent.token(), raw(&a), Readiness::WRITABLE)
+            .unwrap(),
         Occurred::Dispatched
     );
     for &t in &tokens {
@@ -77,29 +86,46 @@ fn timer_callback_rearms_a_new_timer_from_inside() {
     let n2 = Arc::clone(&next);
     let first = engine
         .timer_after(Duration::from_secs(3600), move |ev| {
-            let t = ev.engine().timer_after(Duration::from_secs(3600), |_| {}).unwrap();
+            let t = ev
+                .engine()
+                .timer_after(Duration::from_secs(3600), |_| {})
+                .unwrap();
             *n2.lock().unwrap() = Some(t);
         })
         .unwrap();
-    assert_eq!(engine.occurred_timeout(first.token()).unwrap(), Occurred::Dispatched);
+    assert_eq!(
+        engine.occurred_timeout(first.token()).unwrap(),
+        Occurred::Dispatched
+    );
     let second = next.lock().unwrap().take().expect("re-armed");
     assert!(second.is_pending());
-    assert_eq!(engine.occurred_timeout(second.token()).unwrap(), Occurred::Dispatched);
+    assert_eq!(
+        engine.occurred_timeout(second.token()).unwrap(),
+        Occurred::Dispatched
+    );
 }
 
 #[test]
 fn modify_reaches_the_hooks_and_a_failed_modify_changes_nothing() {
     let (engine, rec) = hooks_engine();
     let (a, _b) = pair();
-    let watch = engine.register_fd(raw(&a), Interest::READABLE, |_| {}).unwrap();
+    let watch = engine
+        .register_fd(raw(&a), Interest::READABLE, |_| {})
+        .unwrap();
     watch.modify(Interest::WRITABLE).unwrap();
-    assert_eq!(rec.fds.lock().unwrap()[&watch.token()].1, Interest::WRITABLE);
+    assert_eq!(
+        rec.fds.lock().unwrap()[&watch.token()].1,
+        Interest::WRITABLE
+    );
     rec.fail_next(io::ErrorKind::PermissionDenied);
     match watch.modify(Interest::READABLE) {
         Err(Error::Backend(e)) => assert_eq!(e.kind(), io::ErrorKind::PermissionDenied),
         other => panic!("{other:?}"),
     }
-    assert_eq!(rec.fds.lock().unwrap()[&watch.token()].1, Interest::WRITABLE);
+    assert_eq!(
+        rec.fds.lock().unwrap()[&watch.token()].1,
+        Interest::WRITABLE
+    );
     assert!(watch.is_live());
     let timer = engine.timer_after(Duration::from_secs(60), |_| {}).unwrap();
     let later = Instant::now() + Duration::from_secs(120);
@@ -112,17 +138,23 @@ fn hook_error_fails_registration_cleanly_and_returns_the_slot() {
     let (engine, rec) = hooks_engine();
     let (a, _b) = pair();
     rec.fail_next(io::ErrorKind::OutOfMemory);
-    let err = engine.register_fd(raw(&a), Interest::READABLE, |_| panic!("never runs")).unwrap_err();
+    let err = engine
+        .register_fd(raw(&a), Interest::READABLE, |_| panic!("never runs"))
+        .unwrap_err();
     assert!(matches!(err, Error::Backend(ref e) if e.kind() == io::ErrorKind::OutOfMemory));
     // The failed registration made no hook record...
     assert!(rec.calls().is_empty());
     // ...and its slot is free again, under a new generation.
-    let w = engine.register_fd(raw(&a), Interest::READABLE, |_| {}).unwrap();
+    let w = engine
+        .register_fd(raw(&a), Interest::READABLE, |_| {})
+        .unwrap();
     assert_eq!(w.token().index(), 0);
     assert_eq!(w.token().generation().unwrap().get(), 2);
     let failed = evnexus::Token::from_u64(w.token().as_u64() - (1 << 24));
     assert_eq!(
-        engine.occurred_fd(failed, raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(failed, raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Stale(StaleReason::Generation)
     );
     rec.fail_next(io::ErrorKind::Other);
@@ -164,15 +196,23 @@ fn modify_and_deregister_on_dead_handle_are_gone_and_noop() {
             ev.deregister();
         })
         .unwrap();
-    let _ = engine.occurred_fd(watch.token(), raw(&a), Readiness::READABLE).unwrap();
+    let _ = engine
+        .occurred_fd(watch.token(), raw(&a), Readiness::READABLE)
+        .unwrap();
     assert!(matches!(watch.modify(Interest::WRITABLE), Err(Error::Gone)));
     let deregistrations = rec.calls().len();
-    assert!(!watch.deregister(), "deregister on an ended watch is a no-op");
+    assert!(
+        !watch.deregister(),
+        "deregister on an ended watch is a no-op"
+    );
     assert_eq!(rec.calls().len(), deregistrations, "no second hook call");
 
     let timer = engine.timer_after(Duration::from_secs(60), |_| {}).unwrap();
     let _ = engine.occurred_timeout(timer.token()).unwrap();
-    assert!(matches!(timer.reset_after(Duration::from_secs(1)), Err(Error::Gone)));
+    assert!(matches!(
+        timer.reset_after(Duration::from_secs(1)),
+        Err(Error::Gone)
+    ));
     assert!(!timer.is_pending());
     assert!(!timer.cancel());
 }
@@ -197,20 +237,28 @@ fn panicking_fd_callback_ends_its_watch_and_frees_its_slot() {
     // application was told, and the slot is reused.
     assert!(!watch.is_live());
     assert_eq!(
-        engine.occurred_fd(token, raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(token, raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Stale(StaleReason::Generation)
     );
     assert!(rec.calls().contains(&Call::FdDeregister(raw(&a), token)));
-    let next = engine.register_fd(raw(&a), Interest::READABLE, |_| {}).unwrap();
+    let next = engine
+        .register_fd(raw(&a), Interest::READABLE, |_| {})
+        .unwrap();
     assert_eq!(next.token().index(), token.index());
     assert_eq!(
-        engine.occurred_fd(next.token(), raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(next.token(), raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Dispatched
     );
     let s = engine.stats();
     assert_eq!((s.panicked, s.dispatched), (1, 2));
     // A panicking timer callback: fired once, slot freed.
-    let timer = engine.timer_after(Duration::ZERO, |_| panic!("timer bug")).unwrap();
+    let timer = engine
+        .timer_after(Duration::ZERO, |_| panic!("timer bug"))
+        .unwrap();
     assert!(matches!(
         engine.occurred_timeout(timer.token()),
         Err(Error::CallbackPanicked { .. })
@@ -251,11 +299,20 @@ fn hook_that_modifies_its_own_registration_gets_reentrant_error() {
     let inner_result = Arc::default();
     let engine = Engine::with_hooks(Reentrant(Arc::clone(&shared), Arc::clone(&inner_result)));
     let (a, _b) = pair();
-    let watch = Arc::new(engine.register_fd(raw(&a), Interest::READABLE, |_| {}).unwrap());
+    let watch = Arc::new(
+        engine
+            .register_fd(raw(&a), Interest::READABLE, |_| {})
+            .unwrap(),
+    );
     *shared.lock().unwrap() = Some(Arc::clone(&watch));
     // Would spin forever on its own CTRL bit; refused instead.
-    watch.modify(Interest::READABLE | Interest::PRIORITY).unwrap();
-    assert!(matches!(*inner_result.lock().unwrap(), Some(Err(Error::Reentrant))));
+    watch
+        .modify(Interest::READABLE | Interest::PRIORITY)
+        .unwrap();
+    assert!(matches!(
+        *inner_result.lock().unwrap(),
+        Some(Err(Error::Reentrant))
+    ));
     assert!(watch.is_live());
     shared.lock().unwrap().take();
 }
@@ -284,7 +341,11 @@ fn dropping_the_engine_ends_live_registrations_and_handles_outlive_it() {
         })
         .unwrap();
     drop(engine);
-    assert_eq!(dropped.load(Ordering::SeqCst), 2, "callbacks dropped with the engine");
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "callbacks dropped with the engine"
+    );
     assert_eq!(rec.live_fds(), 0);
     assert_eq!(rec.live_timeouts(), 0);
     // The handles outlive the engine harmlessly.

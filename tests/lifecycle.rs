@@ -32,7 +32,10 @@ impl Canary {
         )
     }
     fn touch(&self) {
-        assert!(self.alive.load(Ordering::SeqCst), "callback state used after drop");
+        assert!(
+            self.alive.load(Ordering::SeqCst),
+            "callback state used after drop"
+        );
     }
 }
 
@@ -86,8 +89,14 @@ fn fired_timer_drops_its_callback_at_once_and_a_cancelled_one_without_running() 
         .timer_after(Duration::from_secs(60), move |_| canary.touch())
         .unwrap();
     assert!(alive.load(Ordering::SeqCst));
-    assert_eq!(engine.occurred_timeout(timer.token()).unwrap(), Occurred::Dispatched);
-    assert!(!alive.load(Ordering::SeqCst), "a one-shot callback is consumed by its run");
+    assert_eq!(
+        engine.occurred_timeout(timer.token()).unwrap(),
+        Occurred::Dispatched
+    );
+    assert!(
+        !alive.load(Ordering::SeqCst),
+        "a one-shot callback is consumed by its run"
+    );
 
     let (canary, alive, drops) = Canary::new();
     let timer = engine
@@ -108,7 +117,11 @@ fn late_reports_after_heavy_reuse_read_only_live_memory() {
     let mut old = Vec::new();
     for round in 0..20 {
         let watches: Vec<_> = (0..50 + round * 10)
-            .map(|_| engine.register_fd(raw(&a), Interest::READABLE, |_| {}).unwrap())
+            .map(|_| {
+                engine
+                    .register_fd(raw(&a), Interest::READABLE, |_| {})
+                    .unwrap()
+            })
             .collect();
         old.extend(watches.iter().map(|w| w.token()));
     }
@@ -139,11 +152,15 @@ fn dropping_callback_that_owns_its_own_handle_does_not_deadlock() {
     *cell.lock().unwrap() = Some(watch);
     drop(cell); // now only the callback holds the handle
     assert_eq!(
-        engine.occurred_fd(token, raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(token, raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Dispatched
     );
     assert_eq!(
-        engine.occurred_fd(token, raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(token, raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Stale(StaleReason::Generation)
     );
 }

@@ -12,7 +12,7 @@
 //! model explores the interleavings of the real code.
 #![cfg(loom)]
 
-use evnexus::{Engine, Interest, OsEventHooks, Occurred, Readiness, StaleReason, Token};
+use evnexus::{Engine, Interest, Occurred, OsEventHooks, Readiness, StaleReason, Token};
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -79,9 +79,15 @@ fn occurred_vs_occurred_runs_twice_never_concurrently() {
         let token = watch.token();
         let other = {
             let engine = engine.clone();
-            thread::spawn(move || engine.occurred_fd(token, some_fd(), Readiness::READABLE).unwrap())
+            thread::spawn(move || {
+                engine
+                    .occurred_fd(token, some_fd(), Readiness::READABLE)
+                    .unwrap()
+            })
         };
-        let mine = engine.occurred_fd(token, some_fd(), Readiness::READABLE).unwrap();
+        let mine = engine
+            .occurred_fd(token, some_fd(), Readiness::READABLE)
+            .unwrap();
         let theirs = other.join().unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 2, "{mine:?} {theirs:?}");
         assert!(mine == Occurred::Dispatched || theirs == Occurred::Dispatched);
@@ -109,23 +115,38 @@ fn occurred_vs_occurred_vs_deregister() {
         let reporters: Vec<_> = (0..2)
             .map(|_| {
                 let engine = engine.clone();
-                thread::spawn(move || engine.occurred_fd(token, some_fd(), Readiness::READABLE).unwrap())
+                thread::spawn(move || {
+                    engine
+                        .occurred_fd(token, some_fd(), Readiness::READABLE)
+                        .unwrap()
+                })
             })
             .collect();
         assert!(watch.deregister());
         dead.store(true, Ordering::SeqCst);
         let outcomes: Vec<Occurred> = reporters.into_iter().map(|h| h.join().unwrap()).collect();
-        let dispatched = outcomes.iter().filter(|o| **o == Occurred::Dispatched).count();
-        let deferred = outcomes.iter().filter(|o| **o == Occurred::Deferred).count();
+        let dispatched = outcomes
+            .iter()
+            .filter(|o| **o == Occurred::Dispatched)
+            .count();
+        let deferred = outcomes
+            .iter()
+            .filter(|o| **o == Occurred::Deferred)
+            .count();
         let stale = outcomes
             .iter()
             .filter(|o| **o == Occurred::Stale(StaleReason::Generation))
             .count();
         assert_eq!(dispatched + deferred + stale, 2, "{outcomes:?}");
         let ran = runs.load(Ordering::SeqCst);
-        assert!(ran >= dispatched && ran <= dispatched + deferred, "{ran} {outcomes:?}");
+        assert!(
+            ran >= dispatched && ran <= dispatched + deferred,
+            "{ran} {outcomes:?}"
+        );
         assert_eq!(
-            engine.occurred_fd(token, some_fd(), Readiness::READABLE).unwrap(),
+            engine
+                .occurred_fd(token, some_fd(), Readiness::READABLE)
+                .unwrap(),
             Occurred::Stale(StaleReason::Generation)
         );
     });
@@ -221,9 +242,16 @@ fn register_vs_reuse_never_misdelivers_old_token() {
         let outcome = late.join().unwrap();
         let new = registrar.join().unwrap();
         assert_ne!(new.token(), old_token);
-        assert_eq!(new_runs.load(Ordering::SeqCst), 0, "old token reached {:?}: {outcome:?}", new.token());
         assert_eq!(
-            engine.occurred_fd(old_token, some_fd(), Readiness::READABLE).unwrap(),
+            new_runs.load(Ordering::SeqCst),
+            0,
+            "old token reached {:?}: {outcome:?}",
+            new.token()
+        );
+        assert_eq!(
+            engine
+                .occurred_fd(old_token, some_fd(), Readiness::READABLE)
+                .unwrap(),
             Occurred::Stale(StaleReason::Generation)
         );
         drop(new);

@@ -30,11 +30,21 @@ fn readable_fd_is_dispatched_level_triggered_until_drained() {
     b.write_all(b"abc").unwrap();
     let mut set = PollSet::new();
     for expected in 1..=3 {
-        assert_eq!(engine.poll_once(&mut set, Some(Duration::from_secs(5))).unwrap(), 1);
+        assert_eq!(
+            engine
+                .poll_once(&mut set, Some(Duration::from_secs(5)))
+                .unwrap(),
+            1
+        );
         assert_eq!(runs.load(Ordering::SeqCst), expected);
     }
     // Drained: nothing more within a short wait.
-    assert_eq!(engine.poll_once(&mut set, Some(Duration::from_millis(20))).unwrap(), 0);
+    assert_eq!(
+        engine
+            .poll_once(&mut set, Some(Duration::from_millis(20)))
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -58,7 +68,9 @@ fn timers_never_fire_early_and_fire_in_deadline_order() {
     }
     let mut set = PollSet::new();
     while order.lock().unwrap().len() < 4 {
-        engine.poll_once(&mut set, Some(Duration::from_secs(5))).unwrap();
+        engine
+            .poll_once(&mut set, Some(Duration::from_secs(5)))
+            .unwrap();
         assert!(start.elapsed() < Duration::from_secs(5));
     }
     let order = order.lock().unwrap();
@@ -81,7 +93,9 @@ fn moving_a_timer_later_is_respected_by_the_loop() {
     timer.reset_at(moved_to).unwrap();
     let mut set = PollSet::new();
     while fired.lock().unwrap().is_none() {
-        engine.poll_once(&mut set, Some(Duration::from_secs(5))).unwrap();
+        engine
+            .poll_once(&mut set, Some(Duration::from_secs(5)))
+            .unwrap();
     }
     assert!(fired.lock().unwrap().unwrap() >= moved_to);
 }
@@ -128,14 +142,21 @@ fn application_fds_ride_along_and_stale_entries_are_rejected() {
     b.write_all(b"x").unwrap();
     mine_peer.write_all(b"y").unwrap();
     let mut set = PollSet::new();
-    assert_eq!(engine.beforepoll(&mut set).unwrap(), None, "no timers: no limit");
+    assert_eq!(
+        engine.beforepoll(&mut set).unwrap(),
+        None,
+        "no timers: no limit"
+    );
     assert_eq!(set.engine_len(), 2, "the wake-up eventfd and one watch");
     let my_index = set.push_fd(raw(&mine), libc::POLLIN);
     let fds = set.fds_mut();
     // SAFETY: a valid slice of pollfds.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
     assert_eq!(n, 2);
-    assert!(set.fds()[my_index].revents & libc::POLLIN != 0, "the application's own fd");
+    assert!(
+        set.fds()[my_index].revents & libc::POLLIN != 0,
+        "the application's own fd"
+    );
     // The watch ends between poll() and afterpoll(): its entry is stale.
     drop(watch);
     assert_eq!(engine.afterpoll(&mut set).unwrap(), 0);
@@ -147,10 +168,19 @@ fn application_fds_ride_along_and_stale_entries_are_rejected() {
 fn beforepoll_on_a_hooks_engine_is_unsupported() {
     let (engine, _rec) = hooks_engine();
     let mut set = PollSet::new();
-    assert!(matches!(engine.beforepoll(&mut set), Err(Error::Unsupported(_))));
-    assert!(matches!(engine.afterpoll(&mut set), Err(Error::Unsupported(_))));
+    assert!(matches!(
+        engine.beforepoll(&mut set),
+        Err(Error::Unsupported(_))
+    ));
+    assert!(matches!(
+        engine.afterpoll(&mut set),
+        Err(Error::Unsupported(_))
+    ));
     let other = Engine::new().unwrap();
-    assert!(matches!(other.afterpoll(&mut set), Err(Error::Unsupported(_))));
+    assert!(matches!(
+        other.afterpoll(&mut set),
+        Err(Error::Unsupported(_))
+    ));
 }
 
 #[test]
@@ -160,5 +190,8 @@ fn poll_timeout_rounds_up_so_timers_are_not_woken_early() {
     assert_eq!(poll_timeout_ms(Some(Duration::ZERO)), 0);
     assert_eq!(poll_timeout_ms(Some(Duration::from_nanos(1))), 1);
     assert_eq!(poll_timeout_ms(Some(Duration::from_micros(1500))), 2);
-    assert_eq!(poll_timeout_ms(Some(Duration::from_secs(u64::MAX))), libc::c_int::MAX);
+    assert_eq!(
+        poll_timeout_ms(Some(Duration::from_secs(u64::MAX))),
+        libc::c_int::MAX
+    );
 }

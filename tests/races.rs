@@ -23,7 +23,10 @@ fn timer_delivered_twice_runs_once() {
         })
         .unwrap();
     let token = timer.token();
-    assert_eq!(engine.occurred_timeout(token).unwrap(), Occurred::Dispatched);
+    assert_eq!(
+        engine.occurred_timeout(token).unwrap(),
+        Occurred::Dispatched
+    );
     assert_eq!(
         engine.occurred_timeout(token).unwrap(),
         Occurred::Stale(StaleReason::Generation)
@@ -59,7 +62,10 @@ fn timer_delivered_by_two_threads_at_once_runs_once() {
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(runs.load(Ordering::SeqCst), 1, "{outcomes:?}");
-        let dispatched = outcomes.iter().filter(|o| **o == Occurred::Dispatched).count();
+        let dispatched = outcomes
+            .iter()
+            .filter(|o| **o == Occurred::Dispatched)
+            .count();
         assert_eq!(dispatched, 1, "{outcomes:?}");
         assert!(outcomes.contains(&Occurred::Stale(StaleReason::Generation)));
     }
@@ -98,7 +104,10 @@ fn cancel_vs_fire_has_exactly_one_outcome() {
             assert!(rec.calls().contains(&Call::TimeoutDeregister(token)));
         } else {
             fire_wins += 1;
-            assert_eq!(ran, 1, "cancel returned false but the callback did not run once");
+            assert_eq!(
+                ran, 1,
+                "cancel returned false but the callback did not run once"
+            );
             assert_eq!(fired, Occurred::Dispatched);
         }
     }
@@ -115,16 +124,26 @@ fn event_during_callback_is_rerun_not_lost() {
     let entered = Arc::new(Barrier::new(2));
     let release = Arc::new(Barrier::new(2));
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (en, rel, s2) = (Arc::clone(&entered), Arc::clone(&release), Arc::clone(&seen));
+    let (en, rel, s2) = (
+        Arc::clone(&entered),
+        Arc::clone(&release),
+        Arc::clone(&seen),
+    );
     let first = AtomicBool::new(true);
     let watch = engine
-        .register_fd(raw(&a), Interest::READABLE | Interest::WRITABLE, move |ev| {
-            s2.lock().unwrap().push((thread::current().id(), ev.readiness()));
-            if first.swap(false, Ordering::SeqCst) {
-                en.wait(); // the first run is in progress...
-                rel.wait(); // ...until the other thread has reported twice
-            }
-        })
+        .register_fd(
+            raw(&a),
+            Interest::READABLE | Interest::WRITABLE,
+            move |ev| {
+                s2.lock()
+                    .unwrap()
+                    .push((thread::current().id(), ev.readiness()));
+                if first.swap(false, Ordering::SeqCst) {
+                    en.wait(); // the first run is in progress...
+                    rel.wait(); // ...until the other thread has reported twice
+                }
+            },
+        )
         .unwrap();
     let token = watch.token();
     let fd = raw(&a);
@@ -153,10 +172,21 @@ fn event_during_callback_is_rerun_not_lost() {
     };
     assert_eq!(dispatcher.1, Occurred::Dispatched);
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 2, "the two deferred events make exactly one rerun: {seen:?}");
-    assert!(seen.iter().all(|(id, _)| *id == dispatcher.0), "reruns on the dispatcher");
+    assert_eq!(
+        seen.len(),
+        2,
+        "the two deferred events make exactly one rerun: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(id, _)| *id == dispatcher.0),
+        "reruns on the dispatcher"
+    );
     assert_eq!(seen[0].1, Readiness::READABLE);
-    assert_eq!(seen[1].1, Readiness::WRITABLE | Readiness::HANGUP, "revents are ORed");
+    assert_eq!(
+        seen[1].1,
+        Readiness::WRITABLE | Readiness::HANGUP,
+        "revents are ORed"
+    );
     let s = engine.stats();
     assert_eq!((s.dispatched, s.reruns), (2, 2));
 }
@@ -183,7 +213,10 @@ fn deregister_from_other_thread_waits_for_running_callback() {
         let t0 = Instant::now();
         assert!(watch.deregister());
         // deregister returned: the callback must have finished...
-        assert!(finished.load(Ordering::SeqCst), "deregister returned while the callback ran");
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "deregister returned while the callback ran"
+        );
         assert!(t0.elapsed() >= Duration::from_millis(100));
         // ...and must never start again.
         assert_eq!(
@@ -211,12 +244,16 @@ fn deregister_from_inside_own_callback() {
         .unwrap();
     let token = watch.token();
     assert_eq!(
-        engine.occurred_fd(token, raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(token, raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Dispatched
     );
     assert!(!watch.is_live());
     assert_eq!(
-        engine.occurred_fd(token, raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(token, raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Stale(StaleReason::Generation)
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -247,10 +284,18 @@ fn callbacks_that_deregister_each_other_do_not_deadlock() {
             }
         };
         let wa = engine
-            .register_fd(raw(&a), Interest::READABLE, make(Arc::clone(&slot_b), Arc::clone(&both_in)))
+            .register_fd(
+                raw(&a),
+                Interest::READABLE,
+                make(Arc::clone(&slot_b), Arc::clone(&both_in)),
+            )
             .unwrap();
         let wb = engine
-            .register_fd(raw(&b), Interest::READABLE, make(Arc::clone(&slot_a), Arc::clone(&both_in)))
+            .register_fd(
+                raw(&b),
+                Interest::READABLE,
+                make(Arc::clone(&slot_a), Arc::clone(&both_in)),
+            )
             .unwrap();
         let (ta, tb) = (wa.token(), wb.token());
         *slot_a.lock().unwrap() = Some(wa);
@@ -314,6 +359,10 @@ fn occurred_and_deregister_race_never_runs_after_deregister_returns() {
             watch.deregister();
             dead.store(true, Ordering::SeqCst);
         });
-        assert_eq!(late.load(Ordering::SeqCst), 0, "a callback ran after deregister returned");
+        assert_eq!(
+            late.load(Ordering::SeqCst),
+            0,
+            "a callback ran after deregister returned"
+        );
     }
 }

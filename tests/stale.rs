@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn counter() -> (Arc<AtomicUsize>, impl FnMut(&evnexus::FdEvent<'_>) + Send + 'static) {
+fn counter() -> (
+    Arc<AtomicUsize>,
+    impl FnMut(&evnexus::FdEvent<'_>) + Send + 'static,
+) {
     let runs = Arc::new(AtomicUsize::new(0));
     let r = Arc::clone(&runs);
     (runs, move |_: &evnexus::FdEvent<'_>| {
@@ -24,12 +27,16 @@ fn report_after_deregister_is_stale() {
     let watch = engine.register_fd(raw(&a), Interest::READABLE, cb).unwrap();
     let token = watch.token();
     assert_eq!(
-        engine.occurred_fd(token, raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(token, raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Dispatched
     );
     assert!(watch.deregister());
     assert_eq!(
-        engine.occurred_fd(token, raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(token, raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Stale(StaleReason::Generation)
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -41,22 +48,38 @@ fn stale_token_after_slot_reuse_on_same_fd_is_rejected() {
     let (engine, rec) = hooks_engine();
     let (a, _b) = pair();
     let (old_runs, old_cb) = counter();
-    let old = engine.register_fd(raw(&a), Interest::READABLE, old_cb).unwrap();
+    let old = engine
+        .register_fd(raw(&a), Interest::READABLE, old_cb)
+        .unwrap();
     let old_token = old.token();
     drop(old);
     // Same fd number, and (with one slot free) the same slot, new generation.
     let (new_runs, new_cb) = counter();
-    let new = engine.register_fd(raw(&a), Interest::READABLE, new_cb).unwrap();
-    assert_eq!(new.token().index(), old_token.index(), "the slot was reused");
+    let new = engine
+        .register_fd(raw(&a), Interest::READABLE, new_cb)
+        .unwrap();
+    assert_eq!(
+        new.token().index(),
+        old_token.index(),
+        "the slot was reused"
+    );
     assert_ne!(new.token(), old_token);
     assert_eq!(
-        engine.occurred_fd(old_token, raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(old_token, raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Stale(StaleReason::Generation)
     );
     assert_eq!(old_runs.load(Ordering::SeqCst), 0);
-    assert_eq!(new_runs.load(Ordering::SeqCst), 0, "the old report reached the new registration");
     assert_eq!(
-        engine.occurred_fd(new.token(), raw(&a), Readiness::READABLE).unwrap(),
+        new_runs.load(Ordering::SeqCst),
+        0,
+        "the old report reached the new registration"
+    );
+    assert_eq!(
+        engine
+            .occurred_fd(new.token(), raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Dispatched
     );
     assert_eq!(new_runs.load(Ordering::SeqCst), 1);
@@ -89,7 +112,9 @@ fn random_tokens_never_dispatch() {
         let (r, cb) = counter();
         runs.push(r);
         if i % 3 == 0 {
-            live.push(Some(engine.register_fd(raw(&a), Interest::READABLE, cb).unwrap()));
+            live.push(Some(
+                engine.register_fd(raw(&a), Interest::READABLE, cb).unwrap(),
+            ));
         } else {
             let w = engine.register_fd(raw(&a), Interest::READABLE, cb).unwrap();
             if i % 3 == 1 {
@@ -158,7 +183,9 @@ fn occurred_with_wrong_fd_is_stale() {
     let (runs, cb) = counter();
     let watch = engine.register_fd(raw(&a), Interest::READABLE, cb).unwrap();
     assert_eq!(
-        engine.occurred_fd(watch.token(), raw(&b), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(watch.token(), raw(&b), Readiness::READABLE)
+            .unwrap(),
         Occurred::Stale(StaleReason::FdMismatch)
     );
     assert_eq!(runs.load(Ordering::SeqCst), 0);
@@ -171,13 +198,17 @@ fn timer_token_reported_as_fd_and_fd_token_as_timer_are_wrong_kind() {
     let (a, _b) = pair();
     let (runs, cb) = counter();
     let watch = engine.register_fd(raw(&a), Interest::READABLE, cb).unwrap();
-    let timer = engine.timer_after(Duration::from_secs(60), |_| panic!("must not fire")).unwrap();
+    let timer = engine
+        .timer_after(Duration::from_secs(60), |_| panic!("must not fire"))
+        .unwrap();
     assert_eq!(
         engine.occurred_timeout(watch.token()).unwrap(),
         Occurred::Stale(StaleReason::WrongKind)
     );
     assert_eq!(
-        engine.occurred_fd(timer.token(), raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(timer.token(), raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Stale(StaleReason::WrongKind)
     );
     assert_eq!(runs.load(Ordering::SeqCst), 0);
@@ -195,17 +226,23 @@ fn recheck_suppresses_condition_that_no_longer_holds() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let s2 = Arc::clone(&seen);
     let watch = engine
-        .register_fd(raw(&a), Interest::READABLE, move |ev| s2.lock().unwrap().push(ev.readiness()))
+        .register_fd(raw(&a), Interest::READABLE, move |ev| {
+            s2.lock().unwrap().push(ev.readiness())
+        })
         .unwrap();
     // Nothing to read: the application's report is out of date.
     assert_eq!(
-        engine.occurred_fd(watch.token(), raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(watch.token(), raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Suppressed
     );
     assert!(seen.lock().unwrap().is_empty());
     std::io::Write::write_all(&mut &b, b"x").unwrap();
     assert_eq!(
-        engine.occurred_fd(watch.token(), raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(watch.token(), raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Dispatched
     );
     assert!(seen.lock().unwrap()[0].is_readable());
@@ -217,7 +254,9 @@ fn recheck_suppresses_condition_that_no_longer_holds() {
     let (runs, cb) = counter();
     let w = plain.register_fd(raw(&c), Interest::READABLE, cb).unwrap();
     assert_eq!(
-        plain.occurred_fd(w.token(), raw(&c), Readiness::READABLE).unwrap(),
+        plain
+            .occurred_fd(w.token(), raw(&c), Readiness::READABLE)
+            .unwrap(),
         Occurred::Dispatched
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
@@ -232,34 +271,50 @@ fn slot_is_retired_at_max_generation_not_wrapped() {
         .build()
         .unwrap();
     let (a, _b) = pair();
-    let first = engine.register_fd(raw(&a), Interest::READABLE, |_| {}).unwrap();
+    let first = engine
+        .register_fd(raw(&a), Interest::READABLE, |_| {})
+        .unwrap();
     let t1 = first.token();
     assert_eq!(t1.generation(), Some(near_max));
     drop(first);
-    let second = engine.register_fd(raw(&a), Interest::READABLE, |_| {}).unwrap();
+    let second = engine
+        .register_fd(raw(&a), Interest::READABLE, |_| {})
+        .unwrap();
     let t2 = second.token();
     assert_eq!(t2.index(), t1.index(), "reused once more");
     assert_eq!(t2.generation(), Some(Generation::MAX));
     drop(second);
     // The slot reached the maximum: retired, not wrapped to generation 1.
-    let third = engine.register_fd(raw(&a), Interest::READABLE, |_| {}).unwrap();
-    assert_ne!(third.token().index(), t1.index(), "a retired slot was reused");
+    let third = engine
+        .register_fd(raw(&a), Interest::READABLE, |_| {})
+        .unwrap();
+    assert_ne!(
+        third.token().index(),
+        t1.index(),
+        "a retired slot was reused"
+    );
     assert_eq!(engine.stats().retired_slots, 1);
     for old in [t1, t2] {
         assert_eq!(
-            engine.occurred_fd(old, raw(&a), Readiness::READABLE).unwrap(),
+            engine
+                .occurred_fd(old, raw(&a), Readiness::READABLE)
+                .unwrap(),
             Occurred::Stale(StaleReason::Generation)
         );
     }
     // Nothing can make a generation-1 token for the retired index match.
     let wrapped = Token::from_u64((1 << 24) | t1.index() as u64);
     assert_eq!(
-        engine.occurred_fd(wrapped, raw(&a), Readiness::READABLE).unwrap(),
+        engine
+            .occurred_fd(wrapped, raw(&a), Readiness::READABLE)
+            .unwrap(),
         Occurred::Stale(StaleReason::Generation)
     );
     // Churn on: the retired slot stays out of circulation.
     for _ in 0..100 {
-        let w = engine.register_fd(raw(&a), Interest::READABLE, |_| {}).unwrap();
+        let w = engine
+            .register_fd(raw(&a), Interest::READABLE, |_| {})
+            .unwrap();
         assert_ne!(w.token().index(), t1.index());
     }
 }

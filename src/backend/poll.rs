@@ -131,8 +131,8 @@ pub struct PollSet {
     engine_len: usize,
     /// Between beforepoll and afterpoll.
     armed: bool,
-    /// Identity of the engine that filled the set.
-    owner: usize,
+    /// Id of the engine that filled the set (0: none).
+    owner: u64,
 }
 
 impl PollSet {
@@ -184,10 +184,6 @@ impl Engine {
         ))
     }
 
-    fn identity(&self) -> usize {
-        std::ptr::from_ref(&**self.inner()) as usize
-    }
-
     /// Fills `set` with the engine's fds and returns how long `poll()` may
     /// sleep: until the earliest timer, `None` for no limit. Errors with
     /// [`Error::Unsupported`] on an engine with hooks.
@@ -199,7 +195,7 @@ impl Engine {
             set.armed = true;
         }
         fence(Ordering::SeqCst);
-        set.owner = self.identity();
+        set.owner = self.inner().id;
         set.fds.clear();
         set.tokens.clear();
         set.timers.clear();
@@ -240,7 +236,7 @@ impl Engine {
     /// [`Error::CallbackPanicked`].
     pub fn afterpoll(&self, set: &mut PollSet) -> Result<usize> {
         let backend = self.poll_backend()?;
-        if set.owner != self.identity() || set.engine_len == 0 {
+        if set.owner != self.inner().id || set.engine_len == 0 {
             return Err(Error::Unsupported(
                 "afterpoll needs a set filled by this engine's beforepoll",
             ));
