@@ -63,23 +63,42 @@ impl OsEventHooks for Hooks {
 
     fn fd_register(&self, fd: RawFd, interest: Interest, token: Token) -> io::Result<Token> {
         self.0.gate()?;
-        self.0.calls.lock().unwrap().push(Call::FdRegister(fd, interest, token));
+        self.0
+            .calls
+            .lock()
+            .unwrap()
+            .push(Call::FdRegister(fd, interest, token));
         self.0.fds.lock().unwrap().insert(token, (fd, interest));
         Ok(token)
     }
     fn fd_modify(&self, fd: RawFd, reg: &mut Token, interest: Interest) -> io::Result<()> {
         self.0.gate()?;
-        self.0.calls.lock().unwrap().push(Call::FdModify(fd, interest, *reg));
+        self.0
+            .calls
+            .lock()
+            .unwrap()
+            .push(Call::FdModify(fd, interest, *reg));
         self.0.fds.lock().unwrap().insert(*reg, (fd, interest));
         Ok(())
     }
     fn fd_deregister(&self, fd: RawFd, reg: Token) {
-        self.0.calls.lock().unwrap().push(Call::FdDeregister(fd, reg));
-        assert!(self.0.fds.lock().unwrap().remove(&reg).is_some(), "double fd_deregister");
+        self.0
+            .calls
+            .lock()
+            .unwrap()
+            .push(Call::FdDeregister(fd, reg));
+        assert!(
+            self.0.fds.lock().unwrap().remove(&reg).is_some(),
+            "double fd_deregister"
+        );
     }
     fn timeout_register(&self, deadline: Instant, token: Token) -> io::Result<Token> {
         self.0.gate()?;
-        self.0.calls.lock().unwrap().push(Call::TimeoutRegister(token));
+        self.0
+            .calls
+            .lock()
+            .unwrap()
+            .push(Call::TimeoutRegister(token));
         self.0.timeouts.lock().unwrap().insert(token, deadline);
         Ok(token)
     }
@@ -90,7 +109,11 @@ impl OsEventHooks for Hooks {
         Ok(())
     }
     fn timeout_deregister(&self, reg: Token) {
-        self.0.calls.lock().unwrap().push(Call::TimeoutDeregister(reg));
+        self.0
+            .calls
+            .lock()
+            .unwrap()
+            .push(Call::TimeoutDeregister(reg));
         assert!(
             self.0.timeouts.lock().unwrap().remove(&reg).is_some(),
             "double timeout_deregister"
