@@ -384,6 +384,12 @@ impl Slot {
         // chain: kill -> free list -> registrant -> set_param), and the CAS
         // below, ordered after our Acquire of that param, fails.
         if crate::fd::param_fd(self.param()) != fd {
+            // The param may be a later registration's (see above): then the
+            // word has moved on too, and the right reason is the generation.
+            let now = self.load();
+            if !now.holds(g) || now.is_dead() {
+                return Begin::Stale(StaleReason::Generation);
+            }
             return Begin::Stale(StaleReason::FdMismatch);
         }
         loop {

@@ -52,8 +52,11 @@ impl<'a> TimerEvent<'a> {
     pub fn token(&self) -> Token {
         self.token
     }
-    /// The deadline the timer had when it fired. The callback never runs
-    /// before it.
+    /// The deadline the timer had when it fired. The engine's own loops
+    /// (`poll_once`, `afterpoll`) never fire a timer before it. With hooks,
+    /// the application decides when a timeout has occurred: a report that
+    /// races a [`Timer::reset_at`] fires the timer, and this is then the
+    /// moved deadline (libxl behaves the same way).
     pub fn deadline(&self) -> Instant {
         self.deadline
     }

@@ -86,6 +86,10 @@ impl Generation {
 pub struct Token(u64);
 
 impl Token {
+    /// Bits of the token that hold the slot index (the low ones); the
+    /// generation takes the rest.
+    pub const INDEX_BITS: u32 = INDEX_BITS;
+
     /// Wraps any `u64`; no validation happens until the engine is asked.
     pub const fn from_u64(raw: u64) -> Token {
         Token(raw)
