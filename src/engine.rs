@@ -187,6 +187,11 @@ impl Engine {
     /// deregistered. Errors: [`Error::BadFd`] for a negative or closed fd,
     /// [`Error::Full`], or [`Error::Backend`] when the backend refuses (no
     /// registration is left behind).
+    ///
+    /// The registration can be dispatched as soon as the backend has been
+    /// told, before this returns; if the callback ends it right away (it
+    /// deregisters itself or panics), the returned handle is already ended
+    /// ([`FdWatch::is_live`] is `false`). The same holds for timers.
     pub fn register_fd<F>(&self, fd: RawFd, interest: Interest, callback: F) -> Result<FdWatch>
     where
         F: FnMut(&FdEvent<'_>) + Send + 'static,

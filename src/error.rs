@@ -20,8 +20,12 @@ pub enum Error {
         /// The engine's limit.
         limit: usize,
     },
-    /// The backend refused: an application hook returned this error, or a
-    /// system call failed. The operation had no effect.
+    /// The backend refused: an application hook returned this error (or
+    /// panicked), or a system call failed. The registration or change was
+    /// not made. One corner: an application that reports a token from
+    /// inside the register hook that then fails may have had that report
+    /// dispatched (a timer then has fired) before the failure ended the
+    /// registration.
     Backend(io::Error),
     /// The operation does not apply to this engine's backend.
     Unsupported(&'static str),
