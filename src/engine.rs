@@ -2,7 +2,10 @@
 //! dispatch path that every event takes, whichever backend reported it.
 
 use crate::arena::Arena;
+use crate::backend::builtin::{Builtin, BuiltinLoop};
+use crate::backend::epoll::EpollWaiter;
 use crate::backend::poll::PollBackend;
+use crate::backend::uring::UringWaiter;
 use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::fd::{pack_param, param_fd, param_interest, FdEvent, FdWatch, Interest, Readiness};
@@ -37,13 +40,18 @@ pub enum Occurred {
 /// Builds an [`Engine`].
 ///
 /// ```
-/// let engine = evnexus::Engine::builder().recheck_fds(true).max_registrations(1024).build()?;
-/// assert_eq!(engine.backend(), evnexus::BackendKind::Poll);
+/// use evnexus::{BackendKind, Engine};
+/// let engine = Engine::builder().backend(BackendKind::Epoll).max_registrations(1024).build()?;
+/// assert_eq!(engine.backend(), BackendKind::Epoll);
 /// # Ok::<(), evnexus::Error>(())
 /// ```
 #[must_use]
 pub struct Builder {
-    backend: Option<Box<dyn Backend>>,
+    hooks: Option<Box<dyn Backend>>,
+    kind: Option<BackendKind>,
+    ring_entries: u32,
+    inject_uring_error: Option<i32>,
+    no_epoll_wait_op: bool,
     recheck: bool,
     limit: usize,
     first_generation: Generation,
@@ -54,7 +62,44 @@ impl Builder {
     /// [`OsEventHooks`]). Without hooks the engine serves a plain `poll()`
     /// loop through [`Engine::beforepoll`] and [`Engine::afterpoll`].
     pub fn hooks<H: OsEventHooks>(mut self, hooks: H) -> Builder {
-        self.backend = Some(Box::new(HooksBackend(hooks)));
+        self.hooks = Some(Box::new(HooksBackend(hooks)));
+        self.kind = Some(BackendKind::Hooks);
+        self
+    }
+
+    /// Chooses the backend. Without this call the engine runs its own loop
+    /// on io_uring, or on epoll when the kernel refuses io_uring (ENOSYS,
+    /// EPERM from seccomp or `kernel.io_uring_disabled`, EACCES, or a
+    /// kernel without `IORING_FEAT_NODROP`); asked for explicitly,
+    /// [`BackendKind::Uring`] fails instead of falling back.
+    /// [`BackendKind::Hooks`] needs [`Builder::hooks`].
+    pub fn backend(mut self, kind: BackendKind) -> Builder {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// Submission-queue entries of the io_uring (default 256; the
+    /// completion queue has twice as many). A small ring works, only with
+    /// more system calls: a full queue is submitted and retried, an
+    /// overflowing completion queue is kept by the kernel.
+    pub fn ring_entries(mut self, entries: u32) -> Builder {
+        self.ring_entries = entries;
+        self
+    }
+
+    /// Testing aid: io_uring setup fails with this errno, as on a kernel
+    /// that refuses io_uring.
+    #[doc(hidden)]
+    pub fn inject_uring_setup_error(mut self, errno: i32) -> Builder {
+        self.inject_uring_error = Some(errno);
+        self
+    }
+
+    /// Testing aid: the io_uring loop behaves as on a kernel without the
+    /// `EPOLL_WAIT` operation (before 6.15).
+    #[doc(hidden)]
+    pub fn without_uring_epoll_wait(mut self) -> Builder {
+        self.no_epoll_wait_op = true;
         self
     }
 
@@ -86,19 +131,44 @@ impl Builder {
         self
     }
 
-    /// Builds the engine. Fails only if the poll-loop backend cannot create
-    /// its wake-up eventfd.
+    /// Builds the engine. Fails if the chosen backend cannot be set up (an
+    /// epoll or eventfd descriptor cannot be created, io_uring was asked
+    /// for explicitly and refused, hooks were asked for without hooks).
     pub fn build(self) -> Result<Engine> {
-        let backend = match self.backend {
-            Some(b) => b,
-            None => Box::new(PollBackend::new()?),
+        let clock = Clock::new();
+        let uring = |strict: bool| -> Result<Box<dyn Backend>> {
+            let waiter = UringWaiter::new(self.ring_entries, self.inject_uring_error);
+            match waiter {
+                Ok(w) => {
+                    let w = if self.no_epoll_wait_op {
+                        w.without_epoll_wait_op()
+                    } else {
+                        w
+                    };
+                    Ok(Box::new(Builtin::new(w, clock)?))
+                }
+                Err(e) if !strict && refuses_io_uring(&e) => {
+                    Ok(Box::new(Builtin::new(EpollWaiter::new(), clock)?))
+                }
+                Err(e) => Err(Error::Backend(e)),
+            }
+        };
+        let backend: Box<dyn Backend> = match (self.kind, self.hooks) {
+            (Some(BackendKind::Hooks), Some(hooks)) => hooks,
+            (Some(BackendKind::Hooks), None) => {
+                return Err(Error::Unsupported("the hooks backend needs Builder::hooks"))
+            }
+            (None, _) => uring(false)?,
+            (Some(BackendKind::Uring), _) => uring(true)?,
+            (Some(BackendKind::Epoll), _) => Box::new(Builtin::new(EpollWaiter::new(), clock)?),
+            (Some(BackendKind::Poll), _) => Box::new(PollBackend::new()?),
         };
         Ok(Engine {
             inner: Arc::new(Inner {
                 arena: Arena::new(self.limit, self.first_generation),
                 backend,
                 stats: StatCounters::default(),
-                clock: Clock::new(),
+                clock,
                 recheck: self.recheck,
                 limit: self.limit,
                 id: next_engine_id(),
@@ -136,8 +206,9 @@ pub(crate) struct Inner {
 }
 
 impl Engine {
-    /// An engine that serves the application's plain `poll()` loop (see
-    /// [`Engine::beforepoll`]).
+    /// An engine with its own loop, on io_uring, or on epoll where the
+    /// kernel refuses io_uring ([`Engine::backend`] says which). Drive it
+    /// with [`Engine::run_once`] or [`Engine::run`].
     pub fn new() -> Result<Engine> {
         Engine::builder().build()
     }
@@ -145,7 +216,11 @@ impl Engine {
     /// A builder, to choose the backend and options.
     pub fn builder() -> Builder {
         Builder {
-            backend: None,
+            hooks: None,
+            kind: None,
+            ring_entries: 256,
+            inject_uring_error: None,
+            no_epoll_wait_op: false,
             recheck: false,
             limit: MAX_SLOTS,
             first_generation: Generation::FIRST,
@@ -171,7 +246,9 @@ impl Engine {
 
     /// Counts of what the engine has done.
     pub fn stats(&self) -> Stats {
-        self.inner.stats.snapshot()
+        let mut s = self.inner.stats.snapshot();
+        (s.ring_sq_full, s.ring_cq_overflow) = self.inner.backend.pressure();
+        s
     }
 
     /// Bytes one registration occupies in the arena (its slot), not
@@ -198,6 +275,11 @@ impl Engine {
     {
         check_fd(fd)?;
         let inner = &self.inner;
+        if interest.is_edge() && inner.backend.as_builtin().is_none() {
+            return Err(Error::Unsupported(
+                "edge-triggered watches need a built-in loop (io_uring or epoll)",
+            ));
+        }
         let (index, slot, g) = inner.alloc()?;
         slot.set_param(pack_param(fd, interest.bits()));
         // SAFETY: `alloc` handed us this free slot and we have not published
@@ -259,7 +341,7 @@ impl Engine {
             inner.stats.stale(StaleReason::OutOfRange);
             return Ok(Occurred::Stale(StaleReason::OutOfRange));
         };
-        match slot.begin_fd(g, fd, revents.bits()) {
+        match slot.begin_fd(g, Some(fd), revents.bits()) {
             Begin::Owned => inner.dispatch_fd(self, slot, index, g, token, fd, revents),
             Begin::Deferred => {
                 inner.stats.rerun();
@@ -286,6 +368,72 @@ impl Engine {
         match slot.begin_timer(g) {
             Ok(()) => inner.dispatch_timer(self, slot, index, g, token),
             Err(reason) => {
+                inner.stats.stale(reason);
+                Ok(Occurred::Stale(reason))
+            }
+        }
+    }
+
+    fn builtin(&self) -> Result<&dyn BuiltinLoop> {
+        self.inner.backend.as_builtin().ok_or(Error::Unsupported(
+            "run_once/run need an engine with a built-in loop (io_uring or epoll)",
+        ))
+    }
+
+    /// Waits until something is ready, a timer is due, the engine is woken
+    /// (see [`Waker`]) or `timeout` passes (`None`: no limit), then
+    /// dispatches everything ready and due; returns how many callbacks ran.
+    ///
+    /// One thread at a time drives the loop: a second caller, or a callback
+    /// of this loop, gets [`Error::Unsupported`]. Registrations, changes
+    /// and reports from any other thread take effect while it waits. A
+    /// panicking callback does not stop the batch; the first panic is
+    /// returned as [`Error::CallbackPanicked`] after it.
+    pub fn run_once(&self, timeout: Option<Duration>) -> Result<usize> {
+        self.builtin()?.run_once(self, timeout)
+    }
+
+    /// Runs the loop until [`Engine::stop`] or [`Waker::stop`]. Returns the
+    /// first error of a `run_once`.
+    pub fn run(&self) -> Result<()> {
+        self.builtin()?.run(self)
+    }
+
+    /// Makes [`Engine::run`] return after the batch it is dispatching (from
+    /// a callback, or any thread).
+    pub fn stop(&self) {
+        if let Some(b) = self.inner.backend.as_builtin() {
+            b.stop();
+        }
+    }
+
+    /// A handle that wakes (or stops) the loop from any thread, without
+    /// keeping the engine alive.
+    pub fn waker(&self) -> Waker {
+        Waker {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Dispatches readiness that the engine's own loop observed for `token`
+    /// (the fd is the registered one: no fd check).
+    pub(crate) fn dispatch_ready(&self, token: Token, revents: u16) -> Result<Occurred> {
+        let inner = &*self.inner;
+        let Some((index, slot, g)) = inner.resolve(token) else {
+            inner.stats.stale(StaleReason::OutOfRange);
+            return Ok(Occurred::Stale(StaleReason::OutOfRange));
+        };
+        match slot.begin_fd(g, None, revents) {
+            Begin::Owned => {
+                let fd = param_fd(slot.param());
+                let readiness = Readiness::from_bits(revents);
+                inner.dispatch_fd(self, slot, index, g, token, fd, readiness)
+            }
+            Begin::Deferred => {
+                inner.stats.rerun();
+                Ok(Occurred::Deferred)
+            }
+            Begin::Stale(reason) => {
                 inner.stats.stale(reason);
                 Ok(Occurred::Stale(reason))
             }
@@ -359,11 +507,54 @@ impl fmt::Debug for Engine {
     }
 }
 
+/// Setup errors after which the default backend falls back to epoll.
+fn refuses_io_uring(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL | libc::EOPNOTSUPP)
+    )
+}
+
 fn next_engine_id() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     // Relaxed: only uniqueness matters.
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Wakes an engine's built-in loop from any thread: a `run_once` that
+/// waits returns (a `run_once` that is not waiting returns at once next
+/// time). Holds the engine weakly: once the engine is gone, it does
+/// nothing.
+#[derive(Clone)]
+pub struct Waker {
+    inner: crate::sync::Weak<Inner>,
+}
+
+impl Waker {
+    /// Interrupts the loop's wait.
+    pub fn wake(&self) {
+        if let Some(b) = self.inner.upgrade() {
+            if let Some(l) = b.backend.as_builtin() {
+                l.wake();
+            }
+        }
+    }
+
+    /// Makes [`Engine::run`] return.
+    pub fn stop(&self) {
+        if let Some(b) = self.inner.upgrade() {
+            if let Some(l) = b.backend.as_builtin() {
+                l.stop();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Waker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Waker")
+    }
 }
 
 /// Negative fds are refused outright; others must be open (one `fcntl`).
@@ -404,6 +595,28 @@ impl Inner {
         })
     }
 
+    /// fd and interest of the live fd watch `token`.
+    pub(crate) fn fd_watch(&self, token: Token) -> Option<(RawFd, Interest)> {
+        let (_, slot, g) = self.resolve(token)?;
+        let s = slot.load();
+        if !s.is_live() || s.generation() != g || s.is_dead() || s.is_timer() {
+            return None;
+        }
+        let param = slot.param();
+        (slot.load().generation() == g).then(|| (param_fd(param), param_interest(param)))
+    }
+
+    /// Deadline of the pending timer `token`.
+    pub(crate) fn timer_deadline(&self, token: Token) -> Option<u64> {
+        let (_, slot, g) = self.resolve(token)?;
+        let s = slot.load();
+        if !s.is_live() || s.generation() != g || s.is_dead() || !s.is_timer() {
+            return None;
+        }
+        let param = slot.param();
+        (slot.load().generation() == g).then_some(param)
+    }
+
     /// Second half of a registration: the registrant holds `CTRL` and has
     /// called the backend.
     fn complete_registration(
@@ -439,13 +652,15 @@ impl Inner {
             // SAFETY: `end_ctrl` calls this with CTRL still held.
             let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
             if let Some(reg) = reg {
+                let token = Token::new(index, g);
                 if s.fired() {
                     // A timeout that occurred is over for the backend.
                     drop(reg);
                 } else if s.is_timer() {
-                    self.backend.timeout_deregister(reg);
+                    self.backend.timeout_deregister(token, reg);
                 } else {
-                    self.backend.fd_deregister(param_fd(slot.param()), reg);
+                    self.backend
+                        .fd_deregister(param_fd(slot.param()), token, reg);
                 }
             }
         });
@@ -527,22 +742,28 @@ impl Inner {
     pub(crate) fn modify_fd(&self, token: Token, interest: Interest) -> Result<()> {
         self.modify(token, |backend, slot, reg| {
             let fd = param_fd(slot.param());
-            if let Some(reg) = reg {
-                backend.fd_modify(fd, reg, interest)?;
+            if param_interest(slot.param()).is_edge() != interest.is_edge() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "evnexus: modify cannot switch a watch between level and edge triggering",
+                ));
             }
             slot.set_param(pack_param(fd, interest.bits()));
-            Ok(())
+            match reg {
+                Some(reg) => backend.fd_modify(fd, token, reg, interest),
+                None => Ok(()),
+            }
         })
     }
 
     pub(crate) fn modify_timer(&self, token: Token, deadline: Instant) -> Result<()> {
         let offset = self.clock.offset(deadline);
         self.modify(token, |backend, slot, reg| {
-            if let Some(reg) = reg {
-                backend.timeout_modify(reg, deadline)?;
-            }
             slot.set_param(offset);
-            Ok(())
+            match reg {
+                Some(reg) => backend.timeout_modify(token, reg, deadline),
+                None => Ok(()),
+            }
         })
     }
 
@@ -563,9 +784,15 @@ impl Inner {
         if !slot.lock_ctrl(g) {
             return Err(Error::Gone);
         }
+        // The slot holds the new value before the backend is told (a loop
+        // backend reads it from there); a refusal puts the old one back.
+        let before = slot.param();
         // SAFETY: we hold CTRL.
         let result =
             unsafe { slot.with_backend_reg(|cell| change(&*self.backend, slot, cell.as_mut())) };
+        if result.is_err() {
+            slot.set_param(before);
+        }
         self.end_ctrl(slot, index, g);
         self.backend.changed();
         result.map_err(Error::Backend)

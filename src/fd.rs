@@ -21,6 +21,9 @@ const RDNORM: u16 = libc::POLLRDNORM as u16;
 const RDBAND: u16 = libc::POLLRDBAND as u16;
 const WRNORM: u16 = libc::POLLWRNORM as u16;
 const WRBAND: u16 = libc::POLLWRBAND as u16;
+/// Not a poll(2) bit (the kernel keeps 0x8000 to itself): marks an
+/// edge-triggered watch.
+const EDGE_BIT: u16 = 0x8000;
 
 /// The conditions a watch asks for: a poll(2) `events` mask.
 ///
@@ -45,15 +48,24 @@ impl Interest {
     /// Nothing: the fd stays registered, but only errors and hang-ups are
     /// reported (poll(2) always reports those).
     pub const NONE: Interest = Interest(0);
+    /// Edge-triggered: the callback runs when the condition *becomes* true,
+    /// not again while it holds (multishot poll on io_uring, `EPOLLET` on
+    /// epoll). Only the built-in loops offer it; level-triggered is the
+    /// default and the libxl contract.
+    pub const EDGE: Interest = Interest(EDGE_BIT);
 
     /// An interest from a poll(2) `events` mask; bits that poll(2) does
     /// not define are dropped.
     pub const fn from_poll_events(events: libc::c_short) -> Interest {
         Interest(events as u16 & (IN | PRI | OUT | RDHUP | RDNORM | RDBAND | WRNORM | WRBAND))
     }
-    /// The poll(2) `events` mask.
+    /// The poll(2) `events` mask (without [`Interest::EDGE`]).
     pub const fn as_poll_events(self) -> libc::c_short {
-        self.0 as libc::c_short
+        (self.0 & !EDGE_BIT) as libc::c_short
+    }
+    /// Asks for edge-triggered events.
+    pub const fn is_edge(self) -> bool {
+        self.0 & EDGE_BIT != 0
     }
     /// Asks for readability.
     pub const fn is_readable(self) -> bool {
@@ -190,6 +202,7 @@ fn poll_bits(f: &mut fmt::Formatter<'_>, bits: u16) -> fmt::Result {
         (RDBAND, "RDBAND"),
         (WRNORM, "WRNORM"),
         (WRBAND, "WRBAND"),
+        (EDGE_BIT, "EDGE"),
     ];
     let mut first = true;
     for (bit, name) in names {

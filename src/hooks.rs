@@ -106,12 +106,18 @@ impl<H: OsEventHooks> Backend for HooksBackend<H> {
         Ok(Box::new(reg))
     }
 
-    fn fd_modify(&self, fd: RawFd, reg: &mut BackendReg, interest: Interest) -> io::Result<()> {
+    fn fd_modify(
+        &self,
+        fd: RawFd,
+        _: Token,
+        reg: &mut BackendReg,
+        interest: Interest,
+    ) -> io::Result<()> {
         let reg = reg.downcast_mut::<H::FdReg>().ok_or_else(lost_value)?;
         in_hook(|| self.0.fd_modify(fd, reg, interest))
     }
 
-    fn fd_deregister(&self, fd: RawFd, reg: BackendReg) {
+    fn fd_deregister(&self, fd: RawFd, _: Token, reg: BackendReg) {
         // The value was boxed by `fd_register` above; a failed downcast is
         // impossible and would only mean there is nothing to tell.
         if let Ok(reg) = reg.downcast::<H::FdReg>() {
@@ -128,12 +134,12 @@ impl<H: OsEventHooks> Backend for HooksBackend<H> {
         Ok(Box::new(reg))
     }
 
-    fn timeout_modify(&self, reg: &mut BackendReg, deadline: Instant) -> io::Result<()> {
+    fn timeout_modify(&self, _: Token, reg: &mut BackendReg, deadline: Instant) -> io::Result<()> {
         let reg = reg.downcast_mut::<H::TimeoutReg>().ok_or_else(lost_value)?;
         in_hook(|| self.0.timeout_modify(reg, deadline))
     }
 
-    fn timeout_deregister(&self, reg: BackendReg) {
+    fn timeout_deregister(&self, _: Token, reg: BackendReg) {
         if let Ok(reg) = reg.downcast::<H::TimeoutReg>() {
             let _ = in_hook(|| {
                 self.0.timeout_deregister(*reg);

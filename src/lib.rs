@@ -109,6 +109,7 @@
 
 mod arena;
 mod backend;
+mod child;
 mod engine;
 mod error;
 mod fd;
@@ -121,7 +122,8 @@ mod token;
 
 pub use backend::poll::{poll_timeout_ms, PollSet};
 pub use backend::BackendKind;
-pub use engine::{Builder, Engine, Occurred};
+pub use child::{ChildEvent, ChildWatch};
+pub use engine::{Builder, Engine, Occurred, Waker};
 pub use error::{Error, Result};
 pub use fd::{FdEvent, FdWatch, Interest, Readiness};
 pub use hooks::OsEventHooks;

@@ -369,8 +369,9 @@ impl Slot {
     // ----- dispatch -------------------------------------------------------
 
     /// Tries to take the dispatch of fd watch `g` for an event with
-    /// `revents` on `fd`.
-    pub(crate) fn begin_fd(&self, g: Generation, fd: i32, revents: u16) -> Begin {
+    /// `revents` on `fd` (`None`: the engine's own loop observed it on the
+    /// registered fd, no check needed).
+    pub(crate) fn begin_fd(&self, g: Generation, fd: Option<i32>, revents: u16) -> Begin {
         let mut s = self.load();
         if !s.holds(g) {
             return Begin::Stale(StaleReason::Generation);
@@ -383,7 +384,7 @@ impl Slot {
         // state left `LIVE(g)` before that param was written (release
         // chain: kill -> free list -> registrant -> set_param), and the CAS
         // below, ordered after our Acquire of that param, fails.
-        if crate::fd::param_fd(self.param()) != fd {
+        if fd.is_some_and(|fd| crate::fd::param_fd(self.param()) != fd) {
             // The param may be a later registration's (see above): then the
             // word has moved on too, and the right reason is the generation.
             let now = self.load();
@@ -677,23 +678,23 @@ mod tests {
     #[test]
     fn only_one_begin_owns_the_dispatch_and_the_second_is_folded_into_rerun() {
         let slot = published(g(3), false);
-        assert_eq!(slot.begin_fd(g(3), 5, 1), Begin::Owned);
-        assert_eq!(slot.begin_fd(g(3), 5, 4), Begin::Deferred);
-        assert_eq!(slot.begin_fd(g(3), 5, 1), Begin::Deferred);
+        assert_eq!(slot.begin_fd(g(3), Some(5), 1), Begin::Owned);
+        assert_eq!(slot.begin_fd(g(3), Some(5), 4), Begin::Deferred);
+        assert_eq!(slot.begin_fd(g(3), Some(5), 1), Begin::Deferred);
         assert_eq!(slot.finish(g(3)), Finish::Rerun(5));
         assert_eq!(slot.finish(g(3)), Finish::Idle);
-        assert_eq!(slot.begin_fd(g(3), 5, 1), Begin::Owned);
+        assert_eq!(slot.begin_fd(g(3), Some(5), 1), Begin::Owned);
     }
 
     #[test]
     fn wrong_generation_kind_or_fd_is_stale() {
         let slot = published(g(3), false);
         assert_eq!(
-            slot.begin_fd(g(2), 5, 1),
+            slot.begin_fd(g(2), Some(5), 1),
             Begin::Stale(StaleReason::Generation)
         );
         assert_eq!(
-            slot.begin_fd(g(3), 6, 1),
+            slot.begin_fd(g(3), Some(6), 1),
             Begin::Stale(StaleReason::FdMismatch)
         );
         assert_eq!(slot.begin_timer(g(3)), Err(StaleReason::WrongKind));
@@ -702,14 +703,14 @@ mod tests {
     #[test]
     fn kill_during_dispatch_suppresses_rerun_and_leaves_teardown_to_dispatcher() {
         let slot = published(g(1), false);
-        assert_eq!(slot.begin_fd(g(1), 5, 1), Begin::Owned);
-        assert_eq!(slot.begin_fd(g(1), 5, 1), Begin::Deferred);
+        assert_eq!(slot.begin_fd(g(1), Some(5), 1), Begin::Owned);
+        assert_eq!(slot.begin_fd(g(1), Some(5), 1), Begin::Deferred);
         assert_eq!(slot.kill(g(1)), Kill::Killed { took_ctrl: true });
         let mut disposed = 0;
         assert_eq!(slot.end_ctrl(g(1), |_| disposed += 1), EndCtrl::Dead);
         assert_eq!(disposed, 1);
         assert_eq!(
-            slot.begin_fd(g(1), 5, 1),
+            slot.begin_fd(g(1), Some(5), 1),
             Begin::Stale(StaleReason::Generation)
         );
         assert_eq!(slot.finish(g(1)), Finish::TearDown);
@@ -757,7 +758,7 @@ mod tests {
         assert_eq!(slot.release(Generation::MAX), (None, false));
         assert!(!slot.load().is_live());
         assert_eq!(
-            slot.begin_fd(Generation::MAX, 5, 1),
+            slot.begin_fd(Generation::MAX, Some(5), 1),
             Begin::Stale(StaleReason::Generation)
         );
     }

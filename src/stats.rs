@@ -108,6 +108,12 @@ pub struct Stats {
     pub deregistered: u64,
     /// Slots retired at the maximum generation.
     pub retired_slots: u64,
+    /// io_uring loop: times the submission queue was full and was
+    /// submitted to make room (nothing is dropped).
+    pub ring_sq_full: u64,
+    /// io_uring loop: times the completion queue overflowed into the
+    /// kernel's backlog and was drained from there (nothing is lost).
+    pub ring_cq_overflow: u64,
 }
 
 /// Rejected events by reason; see [`StaleReason`].

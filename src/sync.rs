@@ -13,6 +13,7 @@ mod imp {
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64};
     pub(crate) use loom::sync::{Arc, Condvar, Mutex};
     use std::cell::Cell;
+    pub(crate) use std::sync::Weak;
 
     loom::thread_local! {
         pub(crate) static CALLBACK_DEPTH: Cell<u32> = Cell::new(0);
@@ -60,7 +61,7 @@ mod imp {
 mod imp {
     use std::cell::Cell;
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64};
-    pub(crate) use std::sync::{Arc, Condvar, Mutex};
+    pub(crate) use std::sync::{Arc, Condvar, Mutex, Weak};
 
     std::thread_local! {
         /// How many callbacks the thread is running (nested dispatch).
@@ -135,6 +136,11 @@ impl Counter {
     pub(crate) fn get(&self) -> u64 {
         // Relaxed: see the type's doc.
         self.0.load(Ordering::Relaxed)
+    }
+    /// Publishes a count kept elsewhere by one thread.
+    pub(crate) fn set(&self, n: u64) {
+        // Relaxed: see the type's doc.
+        self.0.store(n, Ordering::Relaxed);
     }
 }
 

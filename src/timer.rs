@@ -30,6 +30,10 @@ impl Clock {
         let d = at.saturating_duration_since(self.base);
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
     }
+    /// The offset of now.
+    pub(crate) fn now(&self) -> u64 {
+        self.offset(Instant::now())
+    }
     pub(crate) fn instant(&self, offset: u64) -> Instant {
         self.base + Duration::from_nanos(offset)
     }

@@ -21,8 +21,9 @@ use std::fmt;
 pub(crate) const INDEX_BITS: u32 = 24;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
 
-/// The most registrations one engine can hold at once (2^24).
-pub const MAX_SLOTS: usize = 1 << INDEX_BITS;
+/// The most registrations one engine can hold at once: 2^24 less 16 slot
+/// indices that the built-in loops reserve for their own operations.
+pub const MAX_SLOTS: usize = (1 << INDEX_BITS) - 16;
 
 /// A registration's generation: how many times its slot has been handed out
 /// before, plus one. Never zero, never wraps.

@@ -3,16 +3,23 @@
 mod common;
 
 use common::{hooks_engine, pair, raw};
-use evnexus::{Engine, Error, Interest, PollSet};
+use evnexus::{BackendKind, Engine, Error, Interest, PollSet};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+fn poll_engine() -> Engine {
+    Engine::builder()
+        .backend(BackendKind::Poll)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn readable_fd_is_dispatched_level_triggered_until_drained() {
-    let engine = Engine::new().unwrap();
+    let engine = poll_engine();
     let (a, mut b) = pair();
     let runs = Arc::new(AtomicUsize::new(0));
     let r = Arc::clone(&runs);
@@ -49,7 +56,7 @@ fn readable_fd_is_dispatched_level_triggered_until_drained() {
 
 #[test]
 fn timers_never_fire_early_and_fire_in_deadline_order() {
-    let engine = Engine::new().unwrap();
+    let engine = poll_engine();
     let order = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let mut timers = Vec::new();
@@ -81,7 +88,7 @@ fn timers_never_fire_early_and_fire_in_deadline_order() {
 
 #[test]
 fn moving_a_timer_later_is_respected_by_the_loop() {
-    let engine = Engine::new().unwrap();
+    let engine = poll_engine();
     let fired = Arc::new(Mutex::new(None));
     let f = Arc::clone(&fired);
     let timer = engine
@@ -102,7 +109,7 @@ fn moving_a_timer_later_is_respected_by_the_loop() {
 
 #[test]
 fn registration_from_another_thread_wakes_a_sleeping_loop() {
-    let engine = Engine::new().unwrap();
+    let engine = poll_engine();
     let fired = Arc::new(AtomicUsize::new(0));
     let mut set = PollSet::new();
     let start = Instant::now();
@@ -129,7 +136,7 @@ fn registration_from_another_thread_wakes_a_sleeping_loop() {
 
 #[test]
 fn application_fds_ride_along_and_stale_entries_are_rejected() {
-    let engine = Engine::new().unwrap();
+    let engine = poll_engine();
     let (a, mut b) = pair();
     let (mine, mut mine_peer) = pair();
     let runs = Arc::new(AtomicUsize::new(0));
@@ -176,7 +183,7 @@ fn beforepoll_on_a_hooks_engine_is_unsupported() {
         engine.afterpoll(&mut set),
         Err(Error::Unsupported(_))
     ));
-    let other = Engine::new().unwrap();
+    let other = poll_engine();
     assert!(matches!(
         other.afterpoll(&mut set),
         Err(Error::Unsupported(_))

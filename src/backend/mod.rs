@@ -13,12 +13,22 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
+pub(crate) mod builtin;
+pub(crate) mod driver;
+pub(crate) mod epoll;
 pub(crate) mod poll;
+pub(crate) mod timers;
+pub(crate) mod uring;
+pub(crate) mod wake;
 
 /// Which backend an engine runs on.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[non_exhaustive]
 pub enum BackendKind {
+    /// The built-in loop on io_uring: the default of [`Engine::new`](crate::Engine::new).
+    Uring,
+    /// The built-in loop on epoll: where the kernel refuses io_uring.
+    Epoll,
     /// The application's own loop, through [`OsEventHooks`](crate::OsEventHooks).
     Hooks,
     /// The application's plain `poll()` loop, through
@@ -33,16 +43,37 @@ pub enum BackendKind {
 pub(crate) trait Backend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
     fn fd_register(&self, fd: RawFd, interest: Interest, token: Token) -> io::Result<BackendReg>;
-    fn fd_modify(&self, fd: RawFd, reg: &mut BackendReg, interest: Interest) -> io::Result<()>;
-    fn fd_deregister(&self, fd: RawFd, reg: BackendReg);
+    /// The slot already holds the new interest when this is called.
+    fn fd_modify(
+        &self,
+        fd: RawFd,
+        token: Token,
+        reg: &mut BackendReg,
+        interest: Interest,
+    ) -> io::Result<()>;
+    fn fd_deregister(&self, fd: RawFd, token: Token, reg: BackendReg);
     fn timeout_register(&self, deadline: Instant, token: Token) -> io::Result<BackendReg>;
-    fn timeout_modify(&self, reg: &mut BackendReg, deadline: Instant) -> io::Result<()>;
-    fn timeout_deregister(&self, reg: BackendReg);
+    /// The slot already holds the new deadline when this is called.
+    fn timeout_modify(
+        &self,
+        token: Token,
+        reg: &mut BackendReg,
+        deadline: Instant,
+    ) -> io::Result<()>;
+    fn timeout_deregister(&self, token: Token, reg: BackendReg);
     /// The set of registrations changed (one was published, modified or
     /// ended) and the change is visible in its slot.
     fn changed(&self) {}
     /// The poll-loop backend, for `beforepoll`/`afterpoll`.
     fn as_poll(&self) -> Option<&poll::PollBackend> {
         None
+    }
+    /// The built-in loop, for `run_once`/`run`.
+    fn as_builtin(&self) -> Option<&dyn builtin::BuiltinLoop> {
+        None
+    }
+    /// Submission-queue-full retries and completion-queue overflows so far.
+    fn pressure(&self) -> (u64, u64) {
+        (0, 0)
     }
 }

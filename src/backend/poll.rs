@@ -14,49 +14,26 @@
 //! between `beforepoll` and `afterpoll` also writes the eventfd, so the loop
 //! wakes and picks it up on its next `beforepoll`.
 
+use crate::backend::wake::WakeFd;
 use crate::backend::{Backend, BackendKind};
 use crate::engine::{Engine, Occurred};
 use crate::error::{Error, Result};
 use crate::fd::{param_fd, param_interest, Interest};
 use crate::slot::BackendReg;
-use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use crate::token::Token;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 pub(crate) struct PollBackend {
-    /// Written (once per sleep) to wake a loop that sleeps in `poll()`.
-    wake: OwnedFd,
-    /// How many poll sets are between `beforepoll` and `afterpoll`.
-    polling: AtomicU32,
-    /// The eventfd has been written since the last drain.
-    wake_sent: AtomicBool,
+    wake: WakeFd,
 }
 
 impl PollBackend {
     pub(crate) fn new() -> io::Result<PollBackend> {
-        // SAFETY: eventfd takes no pointers; it returns a new fd or -1.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(PollBackend {
-            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-            wake: unsafe { OwnedFd::from_raw_fd(fd) },
-            polling: AtomicU32::new(0),
-            wake_sent: AtomicBool::new(false),
+            wake: WakeFd::new()?,
         })
-    }
-
-    fn drain(&self) {
-        let mut buf = 0u64;
-        // SAFETY: reads 8 bytes into `buf`, which is 8 bytes long. A failure
-        // (EAGAIN: another loop drained it) leaves nothing to do.
-        unsafe { libc::read(self.wake.as_raw_fd(), (&mut buf as *mut u64).cast(), 8) };
-        // Release: orders the drain before the flag reset, so a waker that
-        // sees `false` writes a fresh count that no earlier drain consumed.
-        self.wake_sent.store(false, Ordering::Release);
     }
 }
 
@@ -68,33 +45,20 @@ impl Backend for PollBackend {
     fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<BackendReg> {
         Ok(Box::new(()))
     }
-    fn fd_modify(&self, _: RawFd, _: &mut BackendReg, _: Interest) -> io::Result<()> {
+    fn fd_modify(&self, _: RawFd, _: Token, _: &mut BackendReg, _: Interest) -> io::Result<()> {
         Ok(())
     }
-    fn fd_deregister(&self, _: RawFd, _: BackendReg) {}
+    fn fd_deregister(&self, _: RawFd, _: Token, _: BackendReg) {}
     fn timeout_register(&self, _: Instant, _: Token) -> io::Result<BackendReg> {
         Ok(Box::new(()))
     }
-    fn timeout_modify(&self, _: &mut BackendReg, _: Instant) -> io::Result<()> {
+    fn timeout_modify(&self, _: Token, _: &mut BackendReg, _: Instant) -> io::Result<()> {
         Ok(())
     }
-    fn timeout_deregister(&self, _: BackendReg) {}
+    fn timeout_deregister(&self, _: Token, _: BackendReg) {}
 
     fn changed(&self) {
-        // SeqCst fence: pairs with the one in `beforepoll`. Either that
-        // loop's scan sees our change (made before this fence), or we see
-        // its `polling` count (raised before its fence) and wake it.
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence above.
-        if self.polling.load(Ordering::Relaxed) > 0
-            // AcqRel: one waker per sleep writes the eventfd.
-            && !self.wake_sent.swap(true, Ordering::AcqRel)
-        {
-            let one = 1u64;
-            // SAFETY: writes the 8 bytes of `one`. EAGAIN (counter full)
-            // means the loop is woken already.
-            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        }
+        self.wake.notify();
     }
 
     fn as_poll(&self) -> Option<&PollBackend> {
@@ -106,10 +70,10 @@ impl Backend for PollBackend {
 /// the engine needs to read the results back. Reuse one across iterations.
 ///
 /// ```
-/// use evnexus::{Engine, PollSet};
+/// use evnexus::{BackendKind, Engine, PollSet};
 /// use std::time::Duration;
 /// # fn main() -> evnexus::Result<()> {
-/// let engine = Engine::new()?;
+/// let engine = Engine::builder().backend(BackendKind::Poll).build()?;
 /// let _t = engine.timer_after(Duration::ZERO, |_| println!("fired"))?;
 /// let mut set = PollSet::new();
 /// let timeout = engine.beforepoll(&mut set)?;
@@ -190,17 +154,15 @@ impl Engine {
     pub fn beforepoll(&self, set: &mut PollSet) -> Result<Option<Duration>> {
         let backend = self.poll_backend()?;
         if !set.armed {
-            // SeqCst: see `changed`; the fence below completes the pairing.
-            backend.polling.fetch_add(1, Ordering::SeqCst);
+            backend.wake.arm();
             set.armed = true;
         }
-        fence(Ordering::SeqCst);
         set.owner = self.inner().id;
         set.fds.clear();
         set.tokens.clear();
         set.timers.clear();
         set.fds.push(libc::pollfd {
-            fd: backend.wake.as_raw_fd(),
+            fd: backend.wake.raw(),
             events: libc::POLLIN,
             revents: 0,
         });
@@ -242,13 +204,11 @@ impl Engine {
             ));
         }
         if set.armed {
-            // Relaxed: the count only gates wake-ups; a late decrement costs
-            // at most one spurious eventfd write.
-            backend.polling.fetch_sub(1, Ordering::Relaxed);
+            backend.wake.disarm();
             set.armed = false;
         }
         if set.fds[0].revents != 0 {
-            backend.drain();
+            backend.wake.drain();
         }
         let mut ran = 0;
         let mut first_error = None;

@@ -1,0 +1,360 @@
+//! The io_uring backend: the built-in loop waits in `io_uring_enter`.
+//!
+//! The ring carries:
+//!
+//! - one `EPOLL_WAIT` operation on the loop's epoll set (kernel 6.15 on;
+//!   before that, a one-shot `POLL_ADD` on the epoll fd followed by a
+//!   non-blocking `epoll_wait`), which delivers the level-triggered watches
+//!   and the wake-up eventfd: as cheap per event as epoll itself (see
+//!   `builtin`), and registrations from any thread need no ring access;
+//! - one multishot `POLL_ADD` per edge-triggered watch, `user_data` = the
+//!   token, so a completion that arrives after the watch was removed, or
+//!   after its slot was reused, carries a stale token and is rejected;
+//! - the timer queue's deadline, as the `io_uring_enter` timeout (no
+//!   operation per timer: see `timers`).
+//!
+//! A full submission queue is submitted and retried, never dropped; the
+//! ring must offer `IORING_FEAT_NODROP`, so an overflowing completion queue
+//! is kept by the kernel and flushed as the loop reaps (an `EBUSY` from
+//! submit means exactly that: reap, then retry).
+
+use crate::backend::builtin::{Event, Waiter, CANCEL_DATA, EPOLL_DATA};
+use crate::backend::epoll::translate;
+use crate::backend::BackendKind;
+use crate::fd::Interest;
+use crate::token::Token;
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Events one `EPOLL_WAIT` may return.
+const EPOLL_BATCH: usize = 1024;
+
+/// Where an edge-triggered watch's multishot poll stands.
+enum EdgeState {
+    Armed(Token),
+    /// A `POLL_REMOVE` is in flight; with `readd`, poll again (with the
+    /// slot's interest then) once it completes.
+    Removing {
+        token: Token,
+        readd: bool,
+    },
+}
+
+pub(crate) struct UringWaiter {
+    ring: IoUring,
+    /// `EPOLL_WAIT`'s output. Boxed so it stays put while the operation is
+    /// in flight; never touched then.
+    buf: Box<[libc::epoll_event]>,
+    epoll_in_flight: bool,
+    /// Fallback mode: the `POLL_ADD` on the epoll fd fired.
+    epoll_ready: bool,
+    /// The kernel has `IORING_OP_EPOLL_WAIT`.
+    epoll_op: bool,
+    /// Edge watches by slot index (the `POLL_REMOVE` completion carries the
+    /// index as its user data).
+    edges: HashMap<u32, EdgeState>,
+    /// Completions reaped while making room, handed out by the next wait.
+    reaped: Vec<Event>,
+    /// Scratch for reaping: (user data, result, flags).
+    batch: Vec<(u64, i32, u32)>,
+    sq_full: u64,
+    cq_overflow: u64,
+}
+
+impl UringWaiter {
+    /// A ring of `entries` submission entries (completion queue twice
+    /// that). `inject` makes setup fail with that errno (tests of the epoll
+    /// fallback).
+    pub(crate) fn new(entries: u32, inject: Option<i32>) -> io::Result<UringWaiter> {
+        if let Some(errno) = inject {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        let entries = entries.clamp(1, 32768);
+        let ring = IoUring::builder()
+            .setup_cqsize(entries * 2)
+            .setup_clamp()
+            .build(entries)?;
+        let params = ring.params();
+        if !params.is_feature_nodrop() || !params.is_feature_ext_arg() {
+            // Without NODROP an overflow loses completions; without EXT_ARG
+            // the wait has no timeout. Kernels that old get epoll.
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        Ok(UringWaiter {
+            epoll_op: probe.is_supported(opcode::EpollWait::CODE),
+            ring,
+            buf: vec![libc::epoll_event { events: 0, u64: 0 }; EPOLL_BATCH].into_boxed_slice(),
+            epoll_in_flight: false,
+            epoll_ready: false,
+            edges: HashMap::new(),
+            reaped: Vec::new(),
+            batch: Vec::new(),
+            sq_full: 0,
+            cq_overflow: 0,
+        })
+    }
+
+    /// Testing aid: behave as on a kernel without `EPOLL_WAIT`.
+    pub(crate) fn without_epoll_wait_op(mut self) -> UringWaiter {
+        self.epoll_op = false;
+        self
+    }
+
+    /// Queues `entry`, making room as often as it takes.
+    ///
+    /// # Safety
+    /// Whatever `entry` points to must stay valid until its completion.
+    unsafe fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: the caller's contract.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return Ok(());
+            }
+            self.sq_full += 1;
+            self.submit(0)?;
+        }
+    }
+
+    /// Submits what is queued and waits for `want` completions (at most
+    /// `timeout`); reaps whatever completed.
+    fn submit_wait(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+        let r = match timeout {
+            Some(d) => {
+                let ts = types::Timespec::new()
+                    .sec(d.as_secs())
+                    .nsec(d.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+            None => self.ring.submitter().submit_and_wait(want),
+        };
+        match r {
+            Ok(_) => {}
+            Err(e) => match e.raw_os_error() {
+                // Timed out, or interrupted: a wait that found nothing.
+                Some(libc::ETIME) | Some(libc::EINTR) => {}
+                // The completion queue overflowed into the kernel's backlog
+                // and the submission could not proceed: reap to make room.
+                Some(libc::EBUSY) | Some(libc::EAGAIN) => self.cq_overflow += 1,
+                _ => return Err(e),
+            },
+        }
+        self.reap()
+    }
+
+    fn submit(&mut self, want: usize) -> io::Result<()> {
+        self.submit_wait(want, None)
+    }
+
+    /// Takes every completion, and the kernel's overflow backlog with it.
+    fn reap(&mut self) -> io::Result<()> {
+        loop {
+            let mut batch = std::mem::take(&mut self.batch);
+            {
+                let mut cq = self.ring.completion();
+                cq.sync();
+                batch.extend(cq.map(|c| (c.user_data(), c.result(), c.flags())));
+            }
+            for &(data, res, flags) in &batch {
+                self.complete(data, res, flags);
+            }
+            batch.clear();
+            self.batch = batch;
+            if !self.ring.submission().cq_overflow() {
+                return Ok(());
+            }
+            self.cq_overflow += 1;
+            // An enter flushes the backlog into the (now empty) queue.
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn complete(&mut self, data: u64, res: i32, flags: u32) {
+        if data == EPOLL_DATA {
+            self.epoll_in_flight = false;
+            if self.epoll_op {
+                if res >= 0 {
+                    translate(&self.buf[..res as usize], &mut self.reaped);
+                } else if res == -libc::EINVAL {
+                    // The probe said yes but the kernel refuses: fall back.
+                    self.epoll_op = false;
+                }
+            } else if res >= 0 {
+                // POLL_ADD on the epoll fd fired: `wait` collects its events
+                // without blocking.
+                self.epoll_ready = true;
+            }
+            return;
+        }
+        if data == CANCEL_DATA {
+            return;
+        }
+        if data < 1 << crate::token::INDEX_BITS {
+            // A POLL_REMOVE completed (its user data is the slot index):
+            // the old multishot poll is gone.
+            let index = data as u32;
+            if let Some(EdgeState::Removing { token, readd }) = self.edges.remove(&index) {
+                if readd {
+                    self.reaped.push(Event::Rearm(token));
+                }
+            }
+            return;
+        }
+        let token = Token::from_u64(data);
+        let index = token.index();
+        let current = matches!(self.edges.get(&index), Some(EdgeState::Armed(t)) if *t == token);
+        if res >= 0 {
+            self.reaped.push(Event::Ready(token, res as u16));
+        } else if res != -libc::ECANCELED {
+            // The poll failed (say, the fd was closed): report an error to
+            // the watch; it is not re-armed.
+            self.reaped
+                .push(Event::Ready(token, (libc::POLLERR | libc::POLLNVAL) as u16));
+            if current {
+                self.edges.remove(&index);
+            }
+            return;
+        }
+        if !cqueue::more(flags) && current {
+            // The kernel ended the multishot poll: arm it again if the
+            // watch is still live (the loop checks).
+            self.edges.remove(&index);
+            self.reaped.push(Event::Rearm(token));
+        }
+    }
+}
+
+impl Waiter for UringWaiter {
+    const KIND: BackendKind = BackendKind::Uring;
+    const EDGE_IN_EPOLL: bool = false;
+
+    fn wait(
+        &mut self,
+        epfd: RawFd,
+        timeout: Option<Duration>,
+        out: &mut Vec<Event>,
+    ) -> io::Result<()> {
+        if !self.epoll_in_flight {
+            let entry = if self.epoll_op {
+                opcode::EpollWait::new(
+                    types::Fd(epfd),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len() as u32,
+                )
+                .build()
+            } else {
+                opcode::PollAdd::new(types::Fd(epfd), libc::POLLIN as u32).build()
+            };
+            // SAFETY: `buf` is owned by `self` and not touched again until
+            // the operation's completion clears `epoll_in_flight`; `Drop`
+            // waits for that completion before freeing it.
+            unsafe { self.push(entry.user_data(EPOLL_DATA))? };
+            self.epoll_in_flight = true;
+        }
+        // Completions already reaped: do not sleep.
+        let timeout = if self.reaped.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        self.submit_wait(1, timeout)?;
+        out.append(&mut self.reaped);
+        if std::mem::take(&mut self.epoll_ready) {
+            // The epoll fd is readable: take its events without blocking.
+            let len = self.buf.len() as libc::c_int;
+            // SAFETY: no EPOLL_WAIT is in flight in this mode, so the buffer
+            // is ours; it has room for `len` events.
+            let n = unsafe { libc::epoll_wait(epfd, self.buf.as_mut_ptr(), len, 0) };
+            if n > 0 {
+                translate(&self.buf[..n as usize], out);
+            }
+        }
+        Ok(())
+    }
+
+    fn edge_add(&mut self, token: Token, fd: RawFd, interest: Interest) -> io::Result<()> {
+        let index = token.index();
+        match self.edges.get_mut(&index) {
+            Some(EdgeState::Armed(t)) if *t == token => return Ok(()),
+            Some(EdgeState::Removing { token: t, readd }) => {
+                // The old poll is still being removed; poll again after.
+                *t = token;
+                *readd = true;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let entry = opcode::PollAdd::new(types::Fd(fd), interest.as_poll_events() as u16 as u32)
+            .multi(true)
+            .build()
+            .user_data(token.as_u64());
+        // SAFETY: a poll operation points to no memory of ours.
+        unsafe { self.push(entry)? };
+        self.edges.insert(index, EdgeState::Armed(token));
+        Ok(())
+    }
+
+    fn edge_remove(&mut self, token: Token, readd: bool) -> io::Result<()> {
+        let index = token.index();
+        match self.edges.get_mut(&index) {
+            Some(EdgeState::Armed(t)) if *t == token => {
+                let entry = opcode::PollRemove::new(token.as_u64())
+                    .build()
+                    .user_data(u64::from(index));
+                // SAFETY: a remove operation points to no memory of ours.
+                unsafe { self.push(entry)? };
+                self.edges
+                    .insert(index, EdgeState::Removing { token, readd });
+            }
+            Some(EdgeState::Removing { token: t, readd: r }) if *t == token => *r = readd,
+            // Not armed (its multishot ended and the re-arm found it
+            // dead, or it was never armed): only a re-add is left to do.
+            _ if readd => self.reaped.push(Event::Rearm(token)),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn pressure(&self) -> (u64, u64) {
+        (self.sq_full, self.cq_overflow)
+    }
+}
+
+impl Drop for UringWaiter {
+    fn drop(&mut self) {
+        if !self.epoll_in_flight {
+            return;
+        }
+        // The kernel may still write into `buf`: cancel the operation and
+        // wait for its completion before the buffer is freed.
+        let cancel = opcode::AsyncCancel::new(EPOLL_DATA)
+            .build()
+            .user_data(CANCEL_DATA);
+        // SAFETY: a cancel operation points to no memory of ours.
+        let mut ok = unsafe { self.push(cancel) }.is_ok();
+        for _ in 0..100 {
+            if !ok || !self.epoll_in_flight {
+                break;
+            }
+            ok = self.submit_wait(1, Some(Duration::from_millis(10))).is_ok();
+        }
+        if self.epoll_in_flight {
+            // Could not confirm: leak the buffer rather than free memory
+            // the kernel may write.
+            std::mem::forget(std::mem::take(&mut self.buf));
+        }
+    }
+}
