@@ -51,7 +51,10 @@ impl Interest {
     /// Edge-triggered: the callback runs when the condition *becomes* true,
     /// not again while it holds (multishot poll on io_uring, `EPOLLET` on
     /// epoll). Only the built-in loops offer it; level-triggered is the
-    /// default and the libxl contract.
+    /// default and the libxl contract. As with any edge-triggered API, an
+    /// extra event can happen: when the kernel ends a multishot poll (an
+    /// overflowing completion queue does) the engine re-arms it, and a
+    /// re-armed poll on an fd that is still ready reports it again.
     pub const EDGE: Interest = Interest(EDGE_BIT);
 
     /// An interest from a poll(2) `events` mask; bits that poll(2) does
