@@ -698,3 +698,43 @@ fn reports_from_the_application_mix_with_the_loop() {
         ));
     });
 }
+
+#[test]
+fn timer_moved_earlier_from_another_thread_wakes_the_loop() {
+    each_loop(|flavour, engine| {
+        let fired = Arc::new(Mutex::new(None));
+        let f = Arc::clone(&fired);
+        let timer = engine
+            .timer_after(Duration::from_secs(60), move |_| {
+                *f.lock().unwrap() = Some(Instant::now())
+            })
+            .unwrap();
+        let moved_to = Mutex::new(None);
+        thread::scope(|s| {
+            s.spawn(|| {
+                thread::sleep(Duration::from_millis(50));
+                let at = Instant::now() + Duration::from_millis(20);
+                timer.reset_at(at).unwrap();
+                *moved_to.lock().unwrap() = Some(at);
+            });
+            let start = Instant::now();
+            while fired.lock().unwrap().is_none() {
+                engine.run_once(Some(Duration::from_secs(10))).unwrap();
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "{flavour}: not woken"
+                );
+            }
+        });
+        let (at, fired) = (
+            moved_to.lock().unwrap().unwrap(),
+            fired.lock().unwrap().unwrap(),
+        );
+        assert!(fired >= at, "{flavour}: fired early");
+        assert!(
+            fired - at < Duration::from_millis(500),
+            "{flavour}: fired {:?} late",
+            fired - at
+        );
+    });
+}
