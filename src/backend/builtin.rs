@@ -234,15 +234,11 @@ impl<W: Waiter> Builtin<W> {
                     .timers
                     .next_deadline()
                     .map(|d| Duration::from_nanos(d.saturating_sub(now)));
-                // Relaxed: a stop request only shortens this wait; `run`
-                // reads the flag again after we return.
-                let wait = if self.stop.load(Ordering::Relaxed) {
-                    Some(Duration::ZERO)
-                } else {
-                    match (timeout, until_timer) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
+                // (A stop request wrote the wake-up eventfd: this wait
+                // returns at once, and `run` then sees the flag.)
+                let wait = match (timeout, until_timer) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
                 };
                 let r = st.waiter.wait(self.epfd.as_raw_fd(), wait, &mut st.events);
                 let (sq_full, cq_overflow) = st.waiter.pressure();
