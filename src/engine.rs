@@ -261,7 +261,12 @@ impl Engine {
     /// thread that delivers it, never concurrently with itself.
     ///
     /// The engine does not own `fd`: keep it open until the watch has been
-    /// deregistered. Errors: [`Error::BadFd`] for a negative or closed fd,
+    /// deregistered (libxl has the same rule). On the built-in loops an fd
+    /// closed while still watched is dropped from the kernel's epoll set
+    /// only if no other descriptor shares its file (a `dup`, a child's
+    /// copy); otherwise the kernel keeps reporting it, the engine rejects
+    /// each report as stale, and the loop wakes for nothing until that last
+    /// descriptor closes. Errors: [`Error::BadFd`] for a negative or closed fd,
     /// [`Error::Full`], or [`Error::Backend`] when the backend refuses (no
     /// registration is left behind).
     ///

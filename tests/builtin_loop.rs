@@ -606,6 +606,8 @@ fn timer_cancel_vs_fire_from_another_thread_has_exactly_one_outcome() {
 }
 
 #[test]
+// The engine reaps the children (that is what is under test).
+#[allow(clippy::zombie_processes)]
 fn child_exit_status_is_reported_once() {
     each_loop(|flavour, engine| {
         let child = std::process::Command::new("sh")

@@ -1,12 +1,14 @@
 //! What a registration owns lives exactly as long as it should (DESIGN.md
 //! invariant 3): the callback and what it captures are dropped once, after
 //! the last run, before deregistration returns; slot memory outlives every
-//! report, however late.
+//! report, however late. On every backend: hooks, io_uring and epoll (see
+//! `common::each_backend`).
 
 mod common;
 
-use common::{hooks_engine, pair, raw};
+use common::{dups, each_backend, pair, raw};
 use evnexus::{Interest, Occurred, Readiness, StaleReason};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -48,63 +50,67 @@ impl Drop for Canary {
 
 #[test]
 fn callback_state_is_dropped_once_after_last_dispatch() {
-    let (engine, _rec) = hooks_engine();
-    let (a, _b) = pair();
-    let fd = raw(&a);
-    for _ in 0..if cfg!(debug_assertions) { 200 } else { 2000 } {
-        let (canary, alive, drops) = Canary::new();
-        let watch = engine
-            .register_fd(fd, Interest::READABLE, move |_| {
-                canary.touch();
-                thread::yield_now();
-                canary.touch();
-            })
-            .unwrap();
-        let token = watch.token();
-        let go = Barrier::new(3);
-        thread::scope(|s| {
-            for _ in 0..2 {
-                s.spawn(|| {
-                    go.wait();
-                    for _ in 0..10 {
-                        let _ = engine.occurred_fd(token, fd, Readiness::READABLE).unwrap();
-                    }
-                });
-            }
-            go.wait();
-            watch.deregister();
-            // Returned from outside any callback: the state is gone already.
-            assert!(!alive.load(Ordering::SeqCst));
+    each_backend(|rig| {
+        let engine = &rig.engine;
+        let (a, _b) = pair();
+        let fd = raw(&a);
+        for _ in 0..if cfg!(debug_assertions) { 200 } else { 2000 } {
+            let (canary, alive, drops) = Canary::new();
+            let watch = engine
+                .register_fd(fd, Interest::READABLE, move |_| {
+                    canary.touch();
+                    thread::yield_now();
+                    canary.touch();
+                })
+                .unwrap();
+            let token = watch.token();
+            let go = Barrier::new(3);
+            thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        go.wait();
+                        for _ in 0..10 {
+                            let _ = engine.occurred_fd(token, fd, Readiness::READABLE).unwrap();
+                        }
+                    });
+                }
+                go.wait();
+                watch.deregister();
+                // Returned from outside any callback: the state is gone already.
+                assert!(!alive.load(Ordering::SeqCst));
+                assert_eq!(drops.load(Ordering::SeqCst), 1);
+            });
             assert_eq!(drops.load(Ordering::SeqCst), 1);
-        });
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
-    }
+        }
+    });
 }
 
 #[test]
 fn fired_timer_drops_its_callback_at_once_and_a_cancelled_one_without_running() {
-    let (engine, _rec) = hooks_engine();
-    let (canary, alive, _) = Canary::new();
-    let timer = engine
-        .timer_after(Duration::from_secs(60), move |_| canary.touch())
-        .unwrap();
-    assert!(alive.load(Ordering::SeqCst));
-    assert_eq!(
-        engine.occurred_timeout(timer.token()).unwrap(),
-        Occurred::Dispatched
-    );
-    assert!(
-        !alive.load(Ordering::SeqCst),
-        "a one-shot callback is consumed by its run"
-    );
+    each_backend(|rig| {
+        let engine = &rig.engine;
+        let (canary, alive, _) = Canary::new();
+        let timer = engine
+            .timer_after(Duration::from_secs(60), move |_| canary.touch())
+            .unwrap();
+        assert!(alive.load(Ordering::SeqCst));
+        assert_eq!(
+            engine.occurred_timeout(timer.token()).unwrap(),
+            Occurred::Dispatched
+        );
+        assert!(
+            !alive.load(Ordering::SeqCst),
+            "a one-shot callback is consumed by its run"
+        );
 
-    let (canary, alive, drops) = Canary::new();
-    let timer = engine
-        .timer_after(Duration::from_secs(60), move |_| canary.touch())
-        .unwrap();
-    assert!(timer.cancel());
-    assert!(!alive.load(Ordering::SeqCst));
-    assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let (canary, alive, drops) = Canary::new();
+        let timer = engine
+            .timer_after(Duration::from_secs(60), move |_| canary.touch())
+            .unwrap();
+        assert!(timer.cancel());
+        assert!(!alive.load(Ordering::SeqCst));
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    });
 }
 
 #[test]
@@ -112,25 +118,32 @@ fn late_reports_after_heavy_reuse_read_only_live_memory() {
     // Reports for tokens of long-gone registrations, after the arena grew
     // through several pages and slots were reused many times: all stale, no
     // crash (miri and the sanitizers run this too).
-    let (engine, _rec) = hooks_engine();
-    let (a, _b) = pair();
-    let mut old = Vec::new();
-    for round in 0..20 {
-        let watches: Vec<_> = (0..50 + round * 10)
-            .map(|_| {
-                engine
-                    .register_fd(raw(&a), Interest::READABLE, |_| {})
-                    .unwrap()
-            })
-            .collect();
-        old.extend(watches.iter().map(|w| w.token()));
-    }
-    for t in old {
-        assert_eq!(
-            engine.occurred_fd(t, raw(&a), Readiness::READABLE).unwrap(),
-            Occurred::Stale(StaleReason::Generation)
-        );
-    }
+    each_backend(|rig| {
+        let engine = &rig.engine;
+        let (a, _b) = pair();
+        let mut old = Vec::new();
+        for round in 0..20 {
+            // A round's watches are live at once: one descriptor each, closed
+            // after the watches end.
+            let fds = dups(&a, 50 + round * 10);
+            let watches: Vec<_> = fds
+                .iter()
+                .map(|fd| {
+                    engine
+                        .register_fd(fd.as_raw_fd(), Interest::READABLE, |_| {})
+                        .unwrap()
+                })
+                .collect();
+            old.extend(watches.iter().map(|w| w.token()));
+            drop(watches);
+        }
+        for t in old {
+            assert_eq!(
+                engine.occurred_fd(t, raw(&a), Readiness::READABLE).unwrap(),
+                Occurred::Stale(StaleReason::Generation)
+            );
+        }
+    });
 }
 
 #[test]
@@ -138,29 +151,31 @@ fn dropping_callback_that_owns_its_own_handle_does_not_deadlock() {
     // The callback owns its own watch's handle; tearing the watch down drops
     // the callback, which drops the handle, which deregisters the watch
     // being torn down: that nested deregister must not wait for itself.
-    let (engine, _rec) = hooks_engine();
-    let (a, _b) = pair();
-    let cell: Arc<std::sync::Mutex<Option<evnexus::FdWatch>>> = Arc::default();
-    let c2 = Arc::clone(&cell);
-    let watch = engine
-        .register_fd(raw(&a), Interest::READABLE, move |ev| {
-            let _own = &c2;
-            ev.deregister();
-        })
-        .unwrap();
-    let token = watch.token();
-    *cell.lock().unwrap() = Some(watch);
-    drop(cell); // now only the callback holds the handle
-    assert_eq!(
-        engine
-            .occurred_fd(token, raw(&a), Readiness::READABLE)
-            .unwrap(),
-        Occurred::Dispatched
-    );
-    assert_eq!(
-        engine
-            .occurred_fd(token, raw(&a), Readiness::READABLE)
-            .unwrap(),
-        Occurred::Stale(StaleReason::Generation)
-    );
+    each_backend(|rig| {
+        let engine = &rig.engine;
+        let (a, _b) = pair();
+        let cell: Arc<std::sync::Mutex<Option<evnexus::FdWatch>>> = Arc::default();
+        let c2 = Arc::clone(&cell);
+        let watch = engine
+            .register_fd(raw(&a), Interest::READABLE, move |ev| {
+                let _own = &c2;
+                ev.deregister();
+            })
+            .unwrap();
+        let token = watch.token();
+        *cell.lock().unwrap() = Some(watch);
+        drop(cell); // now only the callback holds the handle
+        assert_eq!(
+            engine
+                .occurred_fd(token, raw(&a), Readiness::READABLE)
+                .unwrap(),
+            Occurred::Dispatched
+        );
+        assert_eq!(
+            engine
+                .occurred_fd(token, raw(&a), Readiness::READABLE)
+                .unwrap(),
+            Occurred::Stale(StaleReason::Generation)
+        );
+    });
 }

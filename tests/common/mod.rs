@@ -1,12 +1,13 @@
-//! Shared fixtures: a hooks implementation that records every call, and
-//! socket pairs.
+//! Shared fixtures: the backend rigs every invariant test runs on, a hooks
+//! implementation that records every call, and socket pairs.
 #![allow(dead_code)] // each test file uses a different part
 
-use evnexus::{Engine, Interest, OsEventHooks, Token};
+use evnexus::{BackendKind, Builder, Engine, Interest, OsEventHooks, Token};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -126,6 +127,119 @@ pub fn hooks_engine() -> (Engine, Arc<Recorder>) {
     let hooks = Hooks::default();
     let recorder = Arc::clone(&hooks.0);
     (Engine::with_hooks(hooks), recorder)
+}
+
+/// The backends every invariant test runs on: the application's loop
+/// (hooks), and the engine's own loop on io_uring and on epoll. Each loop
+/// backend is asked for explicitly, so a machine that refuses io_uring
+/// fails the suite loudly instead of testing epoll twice.
+pub const BACKENDS: [BackendKind; 3] = [BackendKind::Hooks, BackendKind::Uring, BackendKind::Epoll];
+
+/// The engine's own loops only.
+pub const LOOP_BACKENDS: [BackendKind; 2] = [BackendKind::Uring, BackendKind::Epoll];
+
+/// One engine on one backend, for one run of a test.
+///
+/// Nobody runs the built-in loop in these tests: every event is reported
+/// through `occurred_fd` / `occurred_timeout`, which work the same on every
+/// backend. The built-in loops put level-triggered fds in an epoll set, so
+/// two *live* watches of one fd number fail there with `EEXIST`: a test
+/// that keeps several watches of one socket live at once gives each its
+/// own descriptor ([`dup`]).
+pub struct Rig {
+    pub kind: BackendKind,
+    pub engine: Engine,
+    /// The recording hooks, on the hooks backend; `None` on the loops.
+    /// Assertions about hook calls apply only where this is `Some`.
+    pub rec: Option<Arc<Recorder>>,
+}
+
+impl Rig {
+    /// An engine on `kind`, with the options `configure` adds (recording
+    /// hooks for [`BackendKind::Hooks`]). Panics, naming the backend, if
+    /// the engine cannot be built or runs on another backend than asked.
+    pub fn new(kind: BackendKind, configure: impl FnOnce(Builder) -> Builder) -> Rig {
+        let (builder, rec) = match kind {
+            BackendKind::Hooks => {
+                let hooks = Hooks::default();
+                let rec = Arc::clone(&hooks.0);
+                (Engine::builder().hooks(hooks), Some(rec))
+            }
+            other => (Engine::builder().backend(other), None),
+        };
+        let engine = configure(builder)
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build an engine on the {kind:?} backend: {e}"));
+        assert_eq!(
+            engine.backend(),
+            kind,
+            "asked for the {kind:?} backend, got another"
+        );
+        Rig { kind, engine, rec }
+    }
+}
+
+/// Runs `test` on every backend of [`BACKENDS`], each with a fresh engine.
+pub fn each_backend(test: impl Fn(&Rig)) {
+    each_backend_with(|b| b, test);
+}
+
+/// [`each_backend`] with builder options (`recheck_fds`,
+/// `max_registrations`, `first_generation`, ...) on every rig.
+pub fn each_backend_with(configure: impl Fn(Builder) -> Builder, test: impl Fn(&Rig)) {
+    on_backends(&BACKENDS, configure, |rig| test(&rig));
+}
+
+/// [`each_backend`] for a test that consumes the rig (drops the engine).
+pub fn each_backend_owned(test: impl Fn(Rig)) {
+    on_backends(&BACKENDS, |b| b, test);
+}
+
+/// Runs `test` on each of `kinds`. Every backend runs even if an earlier
+/// one failed; then the test fails with the backends that failed named
+/// (the original panic, with its location, is printed above by the panic
+/// hook).
+pub fn on_backends(
+    kinds: &[BackendKind],
+    configure: impl Fn(Builder) -> Builder,
+    test: impl Fn(Rig),
+) {
+    let mut failures = Vec::new();
+    for &kind in kinds {
+        let outcome = catch_unwind(AssertUnwindSafe(|| test(Rig::new(kind, &configure))));
+        if let Err(payload) = outcome {
+            let message = if let Some(s) = payload.downcast_ref::<&str>() {
+                (*s).to_owned()
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "non-string panic payload".to_owned()
+            };
+            eprintln!("^^^ that failure was on the {kind:?} backend");
+            failures.push(format!("on the {kind:?} backend: {message}"));
+        }
+    }
+    if !failures.is_empty() {
+        panic!(
+            "failed on {} of {} backends:\n{}",
+            failures.len(),
+            kinds.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+/// A new descriptor for the same socket: lets several watches of one
+/// socket be live at once on the loop backends (one epoll entry per fd
+/// number). Keep it until its watches have ended: closing a duplicate
+/// while it is still in an epoll set leaves the entry behind.
+pub fn dup(s: &impl AsFd) -> OwnedFd {
+    s.as_fd().try_clone_to_owned().expect("dup")
+}
+
+/// `n` duplicates of `s`; see [`dup`].
+pub fn dups(s: &impl AsFd, n: usize) -> Vec<OwnedFd> {
+    (0..n).map(|_| dup(s)).collect()
 }
 
 /// A connected pair of sockets; `.0` is the end to watch.
