@@ -408,15 +408,16 @@ impl Engine {
     /// a callback, or any thread).
     pub fn stop(&self) {
         if let Some(b) = self.inner.backend.as_builtin() {
-            b.stop();
+            b.signals().stop();
         }
     }
 
     /// A handle that wakes (or stops) the loop from any thread, without
-    /// keeping the engine alive.
+    /// keeping the engine alive. On an engine without a built-in loop it
+    /// does nothing.
     pub fn waker(&self) -> Waker {
         Waker {
-            inner: Arc::downgrade(&self.inner),
+            signals: self.inner.backend.as_builtin().map(|b| b.signals()),
         }
     }
 
@@ -529,29 +530,25 @@ fn next_engine_id() -> u64 {
 
 /// Wakes an engine's built-in loop from any thread: a `run_once` that
 /// waits returns (a `run_once` that is not waiting returns at once next
-/// time). Holds the engine weakly: once the engine is gone, it does
-/// nothing.
+/// time). It does not keep the engine alive; once the engine is gone, it
+/// does nothing.
 #[derive(Clone)]
 pub struct Waker {
-    inner: crate::sync::Weak<Inner>,
+    signals: Option<crate::sync::StdArc<crate::backend::builtin::Signals>>,
 }
 
 impl Waker {
     /// Interrupts the loop's wait.
     pub fn wake(&self) {
-        if let Some(b) = self.inner.upgrade() {
-            if let Some(l) = b.backend.as_builtin() {
-                l.wake();
-            }
+        if let Some(s) = &self.signals {
+            s.wake();
         }
     }
 
     /// Makes [`Engine::run`] return.
     pub fn stop(&self) {
-        if let Some(b) = self.inner.upgrade() {
-            if let Some(l) = b.backend.as_builtin() {
-                l.stop();
-            }
+        if let Some(s) = &self.signals {
+            s.stop();
         }
     }
 }

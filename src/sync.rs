@@ -13,7 +13,6 @@ mod imp {
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64};
     pub(crate) use loom::sync::{Arc, Condvar, Mutex};
     use std::cell::Cell;
-    pub(crate) use std::sync::Weak;
 
     loom::thread_local! {
         pub(crate) static CALLBACK_DEPTH: Cell<u32> = Cell::new(0);
@@ -61,7 +60,7 @@ mod imp {
 mod imp {
     use std::cell::Cell;
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64};
-    pub(crate) use std::sync::{Arc, Condvar, Mutex, Weak};
+    pub(crate) use std::sync::{Arc, Condvar, Mutex};
 
     std::thread_local! {
         /// How many callbacks the thread is running (nested dispatch).
@@ -120,6 +119,9 @@ mod imp {
 
 pub(crate) use imp::*;
 pub(crate) use std::sync::atomic::Ordering;
+/// A plain `std` `Arc`, under loom too, for what no protocol shares (a
+/// waker's handle on the wake-up eventfd).
+pub(crate) use std::sync::Arc as StdArc;
 
 /// A statistics counter. Always a plain `std` atomic, under loom too: no
 /// protocol reads it, so `Relaxed` is enough for every access (a snapshot is

@@ -28,7 +28,7 @@ use crate::engine::{Engine, Occurred};
 use crate::error::{Error, Result};
 use crate::fd::Interest;
 use crate::slot::BackendReg;
-use crate::sync::{AtomicBool, AtomicU64, Counter, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Counter, Ordering, StdArc};
 use crate::timer::Clock;
 use crate::token::Token;
 use crossbeam_queue::SegQueue;
@@ -95,13 +95,32 @@ struct LoopState<W> {
     due: Vec<Token>,
 }
 
+/// What a [`Waker`](crate::Waker) shares with the loop: the wake-up eventfd
+/// and the stop flag. Kept apart from the engine so a waker does not keep
+/// the engine alive.
+pub(crate) struct Signals {
+    wake: WakeFd,
+    stop: AtomicBool,
+}
+
+impl Signals {
+    pub(crate) fn stop(&self) {
+        // Release: whatever the stopper did before is visible to `run`.
+        self.stop.store(true, Ordering::Release);
+        self.wake.write();
+    }
+
+    pub(crate) fn wake(&self) {
+        self.wake.write();
+    }
+}
+
 pub(crate) struct Builtin<W: Waiter> {
     epfd: OwnedFd,
-    wake: WakeFd,
+    signals: StdArc<Signals>,
     commands: SegQueue<Command>,
     driver: Driver<LoopState<W>>,
     clock: Clock,
-    stop: AtomicBool,
     /// Timer entries left stale by cancel or modify since the last compact.
     stale_timers: AtomicU64,
     /// The waiter's (SQ-full retries, CQ overflows), published after each
@@ -139,16 +158,19 @@ impl<W: Waiter> Builtin<W> {
         let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: a fresh descriptor nothing else owns.
         let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
-        let wake = WakeFd::new()?;
+        let signals = StdArc::new(Signals {
+            wake: WakeFd::new()?,
+            stop: AtomicBool::new(false),
+        });
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: WAKE_DATA,
         };
         // SAFETY: both fds are open; `ev` is a valid epoll_event.
-        cvt(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, wake.raw(), &mut ev) })?;
+        cvt(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, signals.wake.raw(), &mut ev) })?;
         Ok(Builtin {
             epfd,
-            wake,
+            signals,
             commands: SegQueue::new(),
             driver: Driver::new(LoopState {
                 waiter,
@@ -157,7 +179,6 @@ impl<W: Waiter> Builtin<W> {
                 due: Vec::new(),
             }),
             clock,
-            stop: AtomicBool::new(false),
             stale_timers: AtomicU64::new(0),
             sq_full: Counter::default(),
             cq_overflow: Counter::default(),
@@ -191,7 +212,7 @@ impl<W: Waiter> Builtin<W> {
             (Some(r), _) => r,
             (None, Some(c)) => {
                 self.commands.push(c);
-                self.wake.notify();
+                self.signals.wake.notify();
                 Ok(())
             }
             (None, None) => Ok(()),
@@ -217,7 +238,7 @@ impl<W: Waiter> Builtin<W> {
             ));
         };
         let inner = engine.inner();
-        self.wake.arm();
+        self.signals.wake.arm();
         let waited = self
             .driver
             .with(|st| {
@@ -247,7 +268,7 @@ impl<W: Waiter> Builtin<W> {
                 r
             })
             .expect("the driving thread can borrow its state");
-        self.wake.disarm();
+        self.signals.wake.disarm();
         if let Err(e) = waited {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(Error::Backend(e));
@@ -260,7 +281,7 @@ impl<W: Waiter> Builtin<W> {
         let mut tally = Tally::default();
         for event in events.drain(..) {
             match event {
-                Event::Wake => self.wake.drain(),
+                Event::Wake => self.signals.wake.drain(),
                 Event::Ready(token, revents) => tally.note(engine.dispatch_ready(token, revents)),
                 Event::Rearm(token) => {
                     if let Some((fd, interest)) = inner.fd_watch(token) {
@@ -303,25 +324,15 @@ impl<W: Waiter> Builtin<W> {
         }
     }
 
-    /// Runs the loop until [`Builtin::stop`] is called.
+    /// Runs the loop until [`Signals::stop`] is called.
     pub(crate) fn run(&self, engine: &Engine) -> Result<()> {
         loop {
             // Acquire: pairs with the Release in `stop`.
-            if self.stop.swap(false, Ordering::Acquire) {
+            if self.signals.stop.swap(false, Ordering::Acquire) {
                 return Ok(());
             }
             self.run_once(engine, None)?;
         }
-    }
-
-    pub(crate) fn stop(&self) {
-        // Release: whatever the stopper did before is visible to `run`.
-        self.stop.store(true, Ordering::Release);
-        self.wake.write();
-    }
-
-    pub(crate) fn wake(&self) {
-        self.wake.write();
     }
 
     fn timer_command(&self, token: Token, deadline: Instant) {
@@ -432,8 +443,7 @@ impl<W: Waiter> Backend for Builtin<W> {
 pub(crate) trait BuiltinLoop: Send + Sync {
     fn run_once(&self, engine: &Engine, timeout: Option<Duration>) -> Result<usize>;
     fn run(&self, engine: &Engine) -> Result<()>;
-    fn stop(&self);
-    fn wake(&self);
+    fn signals(&self) -> StdArc<Signals>;
 }
 
 impl<W: Waiter> BuiltinLoop for Builtin<W> {
@@ -443,10 +453,7 @@ impl<W: Waiter> BuiltinLoop for Builtin<W> {
     fn run(&self, engine: &Engine) -> Result<()> {
         Builtin::run(self, engine)
     }
-    fn stop(&self) {
-        Builtin::stop(self)
-    }
-    fn wake(&self) {
-        Builtin::wake(self)
+    fn signals(&self) -> StdArc<Signals> {
+        StdArc::clone(&self.signals)
     }
 }
