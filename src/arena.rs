@@ -15,9 +15,9 @@ use crate::token::{Generation, MAX_SLOTS};
 
 /// The first page holds 32 slots (2 KiB); under loom, 2, to keep the
 /// model's object count small.
-#[cfg(not(loom))]
+#[cfg(not(evnexus_loom))]
 const FIRST_PAGE_SHIFT: u32 = 5;
-#[cfg(loom)]
+#[cfg(evnexus_loom)]
 const FIRST_PAGE_SHIFT: u32 = 1;
 const FIRST_PAGE: usize = 1 << FIRST_PAGE_SHIFT;
 /// Enough pages that their slots cover every index a token can hold.
@@ -190,7 +190,7 @@ impl Drop for Arena {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(evnexus_loom)))]
 mod tests {
     use super::*;
 

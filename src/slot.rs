@@ -658,7 +658,7 @@ impl Slot {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(evnexus_loom)))]
 mod tests {
     use super::*;
 

@@ -3,12 +3,17 @@
 //! Everything that takes part in a concurrency protocol (the slot state word,
 //! the arena's page table and fresh-index counter, the free list, the waiter
 //! condvar, the thread-local dispatch context) is imported from here, so that
-//! `RUSTFLAGS="--cfg loom"` swaps the whole crate onto loom's model-checked
+//! `RUSTFLAGS="--cfg evnexus_loom"` swaps the whole crate onto loom's model-checked
 //! primitives at once. Statistics counters are deliberately *not* switched:
 //! they take part in no protocol, and modelling them would only multiply
 //! loom's state space (see [`Counter`]).
+//!
+//! The cfg is `evnexus_loom`, not the customary `loom`: tokio and
+//! sharded-slab (dev-dependencies, as benchmark peers) switch on `cfg(loom)`
+//! themselves and do not build that way outside their own test suites; a
+//! crate-specific name (as crossbeam's `crossbeam_loom`) keeps them out.
 
-#[cfg(loom)]
+#[cfg(evnexus_loom)]
 mod imp {
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64};
     pub(crate) use loom::sync::{Arc, Condvar, Mutex};
@@ -56,7 +61,7 @@ mod imp {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(evnexus_loom))]
 mod imp {
     use std::cell::Cell;
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64};

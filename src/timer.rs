@@ -57,7 +57,8 @@ impl<'a> TimerEvent<'a> {
         self.token
     }
     /// The deadline the timer had when it fired. The engine's own loops
-    /// (`poll_once`, `afterpoll`) never fire a timer before it. With hooks,
+    /// (`run_once`, `run`, `poll_once`, `afterpoll`) never fire a timer
+    /// before it, even when it is reset concurrently. With hooks,
     /// the application decides when a timeout has occurred: a report that
     /// races a [`Timer::reset_at`] fires the timer, and this is then the
     /// moved deadline (libxl behaves the same way).

@@ -3,14 +3,14 @@
 //! Run (release, as `.ci/run` does):
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
+//! RUSTFLAGS="--cfg evnexus_loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
 //!     cargo test --release --test loom
 //! ```
 //!
-//! Under `--cfg loom` the crate's `sync` module swaps every atomic, cell,
+//! Under `--cfg evnexus_loom` the crate's `sync` module swaps every atomic, cell,
 //! mutex, condvar and thread-local of the protocol for loom's, so each
 //! model explores the interleavings of the real code.
-#![cfg(loom)]
+#![cfg(evnexus_loom)]
 
 use evnexus::{Engine, Interest, Occurred, OsEventHooks, Readiness, StaleReason, Token};
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -239,10 +239,13 @@ impl<W: Waiter> Builtin<W> {
         };
         let inner = engine.inner();
         self.signals.wake.arm();
+        let mut tally = Tally::default();
         let waited = self
             .driver
             .with(|st| {
-                self.apply_commands(st);
+                if let Err(e) = self.apply_commands(st) {
+                    tally.error(Error::Backend(e));
+                }
                 if self.stale_timers.load(Ordering::Relaxed) as usize > st.timers.len() / 2
                     && st.timers.len() > 64
                 {
@@ -278,7 +281,6 @@ impl<W: Waiter> Builtin<W> {
             .driver
             .with(|st| std::mem::take(&mut st.events))
             .expect("the driving thread can borrow its state");
-        let mut tally = Tally::default();
         for event in events.drain(..) {
             match event {
                 Event::Wake => self.signals.wake.drain(),
@@ -314,14 +316,19 @@ impl<W: Waiter> Builtin<W> {
         tally.finish()
     }
 
-    fn apply_commands(&self, st: &mut LoopState<W>) {
+    /// Applies the queued commands; the first failure (an error of the
+    /// ring itself: a full queue is retried by the waiter) is returned
+    /// after all the others were applied.
+    fn apply_commands(&self, st: &mut LoopState<W>) -> io::Result<()> {
+        let mut first = Ok(());
         while let Some(c) = self.commands.pop() {
-            // The waiter retries a full queue itself; what is left is an
-            // error of the ring, which has no caller to report to. The
-            // watch then sees no events, as if its fd had been closed.
-            let r = Self::apply(st, c);
-            debug_assert!(r.is_ok(), "loop command failed: {r:?}");
+            if let Err(e) = Self::apply(st, c) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
         }
+        first
     }
 
     /// Runs the loop until [`Signals::stop`] is called.

@@ -1,44 +1,59 @@
 //! `evnexus`: the load simulation.
 //!
 //! A simulated hypervisor toolstack: N "domains", each a socketpair channel
-//! and a heartbeat timer, registered with an [`Engine`] whose registrations
-//! are carried by *this program's own* event loop through [`OsEventHooks`]
-//! (the libxl-in-libvirt situation). The threads:
+//! and a heartbeat timer, registered with an [`Engine`]. `--backend` says
+//! who carries the registrations:
 //!
-//! - the **application loop** runs `ppoll()` over the fds its hooks were
-//!   given (plus an eventfd to wake it) with a timeout from the earliest
-//!   registered deadline. Each ready fd and each due timeout becomes a
-//!   delivery item; the batch is shuffled and spread over the delivery
-//!   threads, some items are held back (late delivery), some are delivered
-//!   twice, and bad reports are mixed in: replays of dead tokens, forged
-//!   tokens, live tokens with another fd, live tokens of the wrong kind;
+//! - **uring** (default) and **epoll**: the engine's own built-in loop,
+//!   driven by a **loop thread** in [`Engine::run`] until [`Engine::stop`].
+//!   Every other domain's watch is edge-triggered (a multishot poll on the
+//!   ring, `EPOLLET` on epoll), the rest level-triggered, so that the
+//!   ring's own operations are exercised too (`--ring-entries` shrinks it);
+//! - **hooks**: *this program's own* event loop, through [`OsEventHooks`]
+//!   (the libxl-in-libvirt situation). The **application loop** runs
+//!   `ppoll()` over the fds its hooks were given (plus an eventfd to wake
+//!   it) with a timeout from the earliest registered deadline. Each ready
+//!   fd and each due timeout becomes a delivery item; the batch is shuffled
+//!   and spread over the delivery threads, some items are held back (late
+//!   delivery), some are delivered twice, and bad reports are mixed in.
+//!
+//! The other threads:
+//!
 //! - **delivery threads** (`--threads`) call `occurred_fd` /
-//!   `occurred_timeout` and record what became of each report, and the
-//!   dispatch latency (detection by the loop to the start of the callback);
+//!   `occurred_timeout` and record what became of each report. With hooks
+//!   they carry the genuine events. With a built-in loop the loop carries
+//!   those, and an **injector thread** feeds the delivery threads a stream
+//!   of reports that race the loop: replays of dead tokens, forged tokens,
+//!   live fd tokens with another fd, live tokens of the wrong kind (all
+//!   must be rejected), and duplicate reports of live fd watches with the
+//!   right fd (legitimate: they run the callback on the delivery thread, or
+//!   are folded into a rerun of the loop's run, or find the watch ended
+//!   meanwhile);
 //! - a **traffic thread** writes small messages to random domains at a
 //!   steady rate (`--rate`); the fd callbacks drain their channel;
 //! - a **churn thread** deregisters and re-registers watches on the same fd
 //!   (same slot, new generation: the classic stale race), replaces whole
-//!   channels (the fd number is closed and reused), cancels, re-creates and
-//!   resets heartbeat timers; heartbeat callbacks re-arm themselves from
-//!   inside the callback.
+//!   channels (the fd number is closed and reused), changes interests,
+//!   cancels, re-creates and resets heartbeat timers; heartbeat callbacks
+//!   re-arm themselves from inside the callback.
 //!
 //! Every check is real, i.e. it can fail: a callback that runs after its
 //! registration's `deregister`/`cancel` returned, or that sees another
-//! registration's token or fd, or that runs concurrently with itself; a
-//! timer that fires twice or fires although `cancel` said it would not; a
-//! bad report that is dispatched; a byte written but never read (lost
-//! event); the engine's statistics disagreeing with what the threads saw.
-//! The last line is `misdeliveries: N`; the exit status is 0 only if every
-//! check passed.
+//! registration's token, fd or deadline, or that runs concurrently with
+//! itself; a timer that fires twice, fires although `cancel` said it would
+//! not, or (built-in loop, any timer; hooks, a timer never reset) fires
+//! before its deadline; a bad report that is dispatched; a byte written but
+//! never read (lost event); the engine's statistics disagreeing with what
+//! the threads saw. The last line is `misdeliveries: N`; the exit status is
+//! 0 only if every check passed.
 
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 use evnexus::{
-    Engine, FdEvent, FdWatch, Interest, Occurred, OsEventHooks, Readiness, StaleReason, Timer,
-    TimerEvent, Token,
+    BackendKind, Engine, FdEvent, FdWatch, Interest, Occurred, OsEventHooks, Readiness,
+    StaleReason, Timer, TimerEvent, Token,
 };
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -54,28 +69,57 @@ use std::time::{Duration, Instant};
 // ----- command line ---------------------------------------------------------
 
 const USAGE: &str = "\
-usage: evnexus [--domains N] [--threads T] [--seconds S] [--rate R]
+usage: evnexus [--backend uring|epoll|hooks] [--ring-entries N] [--domains N]
+               [--threads T] [--seconds S] [--rate R]
 
-Load simulation of the evnexus engine carried by an application's own poll()
-loop (OsEventHooks): N domains, each a socketpair channel and a heartbeat
-timer; occurred calls delivered late, duplicated and out of order from T
-threads, mixed with replayed, forged, wrong-fd and wrong-kind tokens, while
-a churn thread re-registers watches and timers. Checks itself and prints a
-summary; the last line is `misdeliveries: N`.
+Load simulation of the evnexus engine: N domains, each a socketpair channel
+and a heartbeat timer, carried by the engine's built-in loop (uring, epoll)
+or by the application's own poll() loop (hooks), while a churn thread
+re-registers watches and timers and T threads report occurred calls that
+race the loop: replayed, forged, wrong-fd and wrong-kind tokens, duplicate
+reports (and with hooks the genuine events too, late and out of order).
+Checks itself and prints a summary; the last line is `misdeliveries: N`.
 
 options:
-  --domains N   simulated domains                                [64]
-  --threads T   threads that deliver occurred calls              [4]
-  --seconds S   seconds of load (fractions allowed), then a drain
-                phase and teardown checks                        [10]
-  --rate R      messages per second written by the traffic thread [100000]
-  -h, --help    print this help
+  --backend B       who carries the registrations: uring (the built-in
+                    loop on io_uring; without this option it falls back to
+                    epoll where the kernel refuses io_uring, asked for
+                    explicitly it does not), epoll (the built-in loop on
+                    epoll), hooks (this program's poll() loop)     [uring]
+  --ring-entries N  io_uring submission queue entries (uring only) [256]
+  --domains N       simulated domains                               [64]
+  --threads T       threads that deliver occurred calls             [4]
+  --seconds S       seconds of load (fractions allowed), then a drain
+                    phase and teardown checks                       [10]
+  --rate R          messages per second written by the traffic thread;
+                    with uring/epoll the delivery threads also get about
+                    R/2 + 5000 racing reports per second           [100000]
+  -h, --help        print this help
 
 exit status: 0 every check passed; 1 a check failed (misdelivery, lost
 event, accounting mismatch, engine error); 2 bad usage.";
 
+/// Which backend the simulation asks for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SimBackend {
+    /// No `--backend`: io_uring, falling back to epoll where the kernel
+    /// refuses it (as `Engine::new` does).
+    Default,
+    Uring,
+    Epoll,
+    Hooks,
+}
+
+impl SimBackend {
+    fn builtin(self) -> bool {
+        self != SimBackend::Hooks
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Config {
+    backend: SimBackend,
+    ring_entries: Option<u32>,
     domains: usize,
     threads: usize,
     seconds: f64,
@@ -85,6 +129,8 @@ struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
+            backend: SimBackend::Default,
+            ring_entries: None,
             domains: 64,
             threads: 4,
             seconds: 10.0,
@@ -108,7 +154,15 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Config>, String> {
             Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
             _ => (arg.clone(), None),
         };
-        if !["--domains", "--threads", "--seconds", "--rate"].contains(&name.as_str()) {
+        const OPTIONS: [&str; 6] = [
+            "--backend",
+            "--ring-entries",
+            "--domains",
+            "--threads",
+            "--seconds",
+            "--rate",
+        ];
+        if !OPTIONS.contains(&name.as_str()) {
             return Err(format!("unknown argument '{arg}'"));
         }
         let value = match inline {
@@ -120,6 +174,21 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Config>, String> {
                 .map_err(|a| format!("value {a:?} of {name} is not valid UTF-8"))?,
         };
         match name.as_str() {
+            "--backend" => {
+                cfg.backend = match value.trim() {
+                    "uring" => SimBackend::Uring,
+                    "epoll" => SimBackend::Epoll,
+                    "hooks" => SimBackend::Hooks,
+                    other => {
+                        return Err(format!(
+                            "--backend: unknown backend '{other}' (uring, epoll or hooks)"
+                        ))
+                    }
+                }
+            }
+            "--ring-entries" => {
+                cfg.ring_entries = Some(parse_count(&name, &value, 1, 32_768)? as u32);
+            }
             "--domains" => cfg.domains = parse_count(&name, &value, 1, 100_000)? as usize,
             "--threads" => cfg.threads = parse_count(&name, &value, 1, 1024)? as usize,
             "--rate" => cfg.rate = parse_count(&name, &value, 0, 100_000_000)?,
@@ -134,6 +203,10 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Config>, String> {
                 cfg.seconds = s;
             }
         }
+    }
+    if cfg.ring_entries.is_some() && !matches!(cfg.backend, SimBackend::Default | SimBackend::Uring)
+    {
+        return Err("--ring-entries applies to the uring backend only".to_owned());
     }
     Ok(Some(cfg))
 }
@@ -359,9 +432,29 @@ thread_local! {
     static CB_START: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Callback runs on this thread (compared with the engine's count).
     static CB_RUNS: Cell<u64> = const { Cell::new(0) };
+    /// Timer callback runs on this thread.
+    static TIMER_RUNS: Cell<u64> = const { Cell::new(0) };
+    /// Traffic write -> callback start, for the callbacks run on this
+    /// thread; merged into `Shared::write_latency` by `flush_latency`.
+    static WRITE_LAT: RefCell<Option<Box<Hist>>> = const { RefCell::new(None) };
 }
 
-fn callback_entered() {
+fn record_write_latency(d: Duration) {
+    WRITE_LAT.with(|h| {
+        h.borrow_mut()
+            .get_or_insert_with(|| Box::new(Hist::new()))
+            .record(d);
+    });
+}
+
+/// Hands this thread's write -> callback latencies to `shared`.
+fn flush_latency(shared: &Shared) {
+    if let Some(h) = WRITE_LAT.with(|h| h.borrow_mut().take()) {
+        lock(&shared.write_latency).merge(&h);
+    }
+}
+
+fn callback_entered() -> Instant {
     let now = Instant::now();
     CB_START.with(|c| {
         if c.get().is_none() {
@@ -369,6 +462,7 @@ fn callback_entered() {
         }
     });
     CB_RUNS.with(|c| c.set(c.get() + 1));
+    now
 }
 
 /// Binds a registration's token cell: the first of (registrant, callback)
@@ -394,6 +488,9 @@ impl Drop for DropMark {
 /// callback gets that from its event).
 struct Shared {
     base: Instant,
+    /// The engine runs its own loop (uring, epoll): timers must never fire
+    /// early, and dead tokens are remembered here rather than by hooks.
+    builtin: bool,
     checks: Checks,
     /// Heartbeats stop re-arming.
     stopping: AtomicBool,
@@ -416,6 +513,14 @@ struct Shared {
     /// Timers that ran before the deadline they had been reset to (the
     /// loop had reported the old deadline: allowed by the hooks contract).
     early_after_reset: AtomicU64,
+    /// Timers whose `cancel()` returned true.
+    timers_cancelled: AtomicU64,
+    /// Built-in loop: tokens of registrations that have ended (watches
+    /// after deregister returned, timers once fired or cancelled), the
+    /// injector's material for replays.
+    graveyard: Mutex<VecDeque<(u64, Kind, RawFd)>>,
+    /// Traffic write -> callback start, merged from every thread.
+    write_latency: Mutex<Hist>,
 }
 
 impl Shared {
@@ -424,6 +529,18 @@ impl Shared {
     }
     fn at(&self, ns: u64) -> Instant {
         self.base + Duration::from_nanos(ns)
+    }
+    /// Remembers an ended registration's token (built-in loop only; with
+    /// hooks the application loop learns of ended registrations itself).
+    fn bury(&self, token: u64, kind: Kind, fd: RawFd) {
+        if !self.builtin {
+            return;
+        }
+        let mut g = lock(&self.graveyard);
+        if g.len() == DEAD_HISTORY {
+            g.pop_front();
+        }
+        g.push_back((token, kind, fd));
     }
 }
 
@@ -451,6 +568,9 @@ struct TimerReg {
     token: AtomicU64,
     /// Deadline, ns after `Shared::base`.
     deadline: AtomicU64,
+    /// The deadline a `reset_at` in progress moves to (0: none): until it
+    /// returns, the timer may fire at either.
+    pending_deadline: AtomicU64,
     resets: AtomicU32,
     fired: AtomicU32,
     /// Set before `cancel` is called.
@@ -470,6 +590,11 @@ struct TimerHandle {
 struct DomainStats {
     bytes_read: AtomicU64,
     beats: AtomicU64,
+    /// When the oldest write that no callback has seen yet was made (ns
+    /// after `Shared::base`, plus one; 0: none). The traffic thread sets
+    /// it if unset, the callback takes it when it starts and clears it
+    /// again once it has drained the channel.
+    write_stamp: AtomicU64,
 }
 
 struct Heart {
@@ -478,6 +603,8 @@ struct Heart {
 }
 
 struct Domain {
+    /// Edge-triggered (built-in loop, every other domain) or level.
+    interest: Interest,
     writer: Mutex<UnixStream>,
     watch: Mutex<Option<WatchHandle>>,
     heart: Arc<Heart>,
@@ -494,6 +621,7 @@ fn channel() -> io::Result<(Arc<UnixStream>, UnixStream)> {
 fn watch_channel(
     engine: &Engine,
     reader: Arc<UnixStream>,
+    interest: Interest,
     stats: &Arc<DomainStats>,
     shared: &Arc<Shared>,
 ) -> evnexus::Result<WatchHandle> {
@@ -513,7 +641,12 @@ fn watch_channel(
         let mark = DropMark(Arc::clone(&reg.dropped));
         move |ev: &FdEvent<'_>| {
             let _mark = &mark;
-            callback_entered();
+            let start = callback_entered();
+            let stamp = stats.write_stamp.swap(0, Ordering::SeqCst);
+            if stamp != 0 {
+                let written = shared.at(stamp - 1);
+                record_write_latency(start.saturating_duration_since(written));
+            }
             let checks = &shared.checks;
             if reg.running.swap(true, Ordering::SeqCst) {
                 checks.fail(Check::Concurrent, || format!("fd watch {}", ev.token()));
@@ -548,10 +681,12 @@ fn watch_channel(
                     Err(_) => break, // WouldBlock: drained.
                 }
             }
+            // Whatever was written before the last read has been seen.
+            stats.write_stamp.store(0, Ordering::SeqCst);
             reg.running.store(false, Ordering::SeqCst);
         }
     };
-    let watch = engine.register_fd(reg.fd, Interest::READABLE, callback)?;
+    let watch = engine.register_fd(reg.fd, interest, callback)?;
     shared.registrations.fetch_add(1, Ordering::SeqCst);
     if !bind_token(&reg.token, watch.token().as_u64()) {
         shared.checks.fail(Check::WrongIdentity, || {
@@ -576,6 +711,7 @@ fn retire_watch(h: WatchHandle, shared: &Shared) {
     let ended = watch.deregister();
     reg.dead.store(true, Ordering::SeqCst);
     lock(&shared.watch_regs).remove(&token.as_u64());
+    shared.bury(token.as_u64(), Kind::Fd, reg.fd);
     if !ended {
         checks.fail(Check::NotQuiesced, || {
             format!("deregister of live watch {token} returned false")
@@ -603,6 +739,7 @@ fn arm_heartbeat(
     let reg = Arc::new(TimerReg {
         token: AtomicU64::new(0),
         deadline: AtomicU64::new(shared.since_base(deadline)),
+        pending_deadline: AtomicU64::new(0),
         resets: AtomicU32::new(0),
         fired: AtomicU32::new(0),
         cancel_started: AtomicBool::new(false),
@@ -641,10 +778,12 @@ fn heartbeat_fired(
     heart: &Arc<Heart>,
     shared: &Arc<Shared>,
 ) {
-    callback_entered();
-    let now = Instant::now();
+    let now = callback_entered();
+    TIMER_RUNS.with(|c| c.set(c.get() + 1));
     let checks = &shared.checks;
     let token = ev.token();
+    // Fired: the token is dead from now on.
+    shared.bury(token.as_u64(), Kind::Timeout, -1);
     if reg.fired.fetch_add(1, Ordering::SeqCst) != 0 {
         checks.fail(Check::TimerTwice, || {
             format!("timer {token} callback ran twice")
@@ -666,9 +805,35 @@ fn heartbeat_fired(
     if !lock(&shared.fired).insert(token.as_u64()) {
         checks.fail(Check::TimerTwice, || format!("token {token} fired twice"));
     }
-    // Only a timer never reset has a deadline that cannot race with the
-    // loop's report of an earlier one (the hooks contract allows that).
-    if reg.resets.load(Ordering::SeqCst) == 0 {
+    if shared.builtin {
+        // The built-in loop fires a timer only once its current deadline
+        // has passed, even while a reset races the fire (the fire claims
+        // the timer first, so the deadline it reads is the current one):
+        // the event's deadline is the registered one or the one a reset in
+        // progress moves to, and it has passed. The pending one is read
+        // first: the churn thread stores the registered one before it
+        // clears the pending one.
+        let known = [
+            reg.pending_deadline.load(Ordering::SeqCst),
+            reg.deadline.load(Ordering::SeqCst),
+        ];
+        if !known
+            .iter()
+            .any(|&d| d != 0 && shared.at(d) == ev.deadline())
+        {
+            checks.fail(Check::WrongIdentity, || {
+                format!("timer {token}: event deadline is neither the registered one nor a reset's")
+            });
+        }
+        if now < ev.deadline() {
+            checks.fail(Check::FiredEarly, || {
+                format!("timer {token} ran {:?} early", ev.deadline() - now)
+            });
+        }
+    } else if reg.resets.load(Ordering::SeqCst) == 0 {
+        // Only a timer never reset has a deadline that cannot race with
+        // the loop's report of an earlier one (the hooks contract allows
+        // that).
         let deadline = shared.at(reg.deadline.load(Ordering::SeqCst));
         if ev.deadline() != deadline {
             checks.fail(Check::WrongIdentity, || {
@@ -725,6 +890,8 @@ fn retire_timer(h: TimerHandle, shared: &Shared) -> bool {
     let mut lost = false;
     if cancelled {
         reg.cancelled.store(true, Ordering::SeqCst);
+        shared.timers_cancelled.fetch_add(1, Ordering::SeqCst);
+        shared.bury(token.as_u64(), Kind::Timeout, -1);
         if reg.fired.load(Ordering::SeqCst) != 0 {
             checks.fail(Check::CancelOutcome, || {
                 format!("cancel() of {token} returned true but the callback ran")
@@ -1209,6 +1376,140 @@ fn forge(rng: &mut Rng, live_fds: &[(u64, RawFd)], now: Instant) -> Item {
     }
 }
 
+// ----- the engine's own loop (uring, epoll) -----------------------------------------
+
+/// Built-in loop: what the delivery threads hammer `occurred_*` with while
+/// the loop carries the genuine events. About `per_sec` reports a second:
+/// replays of dead tokens (40 %), duplicate reports of live fd watches
+/// with their own fd (25 %), forged tokens (12 %), live fd tokens with
+/// another fd (12 %), live tokens of the wrong kind (11 %). A live timer
+/// token is never reported as a timeout: that would be the application
+/// saying the timer is due, and fire it early.
+fn injector(shared: &Shared, sink: &Sink, per_sec: u64, stop: &AtomicBool) -> LoopOut {
+    let threads = lock(&sink.threads).clone();
+    let mut rng = Rng::new();
+    let mut out = LoopOut::default();
+    let mut live_fds: Vec<(u64, RawFd)> = Vec::new();
+    let mut live_timers: Vec<u64> = Vec::new();
+    let mut dead: Vec<(u64, Kind, RawFd)> = Vec::new();
+    let mut refreshed: Option<Instant> = None;
+    let mut woken = vec![false; threads.len()];
+    let start = Instant::now();
+    let burst = (per_sec / 20).max(1); // at most 50 ms worth at once
+    let mut made = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        out.iterations += 1;
+        let now = Instant::now();
+        // Snapshots of what is live and dead, refreshed every few ms: a
+        // token live in the snapshot may have ended by the time it is
+        // reported, as with any late report.
+        let every = Duration::from_millis(5) + Duration::from_nanos(200 * live_fds.len() as u64);
+        if refreshed.map_or(true, |r| now.saturating_duration_since(r) >= every) {
+            live_fds.clear();
+            live_fds.extend(lock(&shared.watch_regs).iter().map(|(&t, r)| (t, r.fd)));
+            live_timers.clear();
+            live_timers.extend(lock(&shared.timer_regs).keys().copied());
+            dead.clear();
+            dead.extend(lock(&shared.graveyard).iter().copied());
+            refreshed = Some(now);
+        }
+        let target = (start.elapsed().as_secs_f64() * per_sec as f64) as u64;
+        if target > made + burst {
+            made = target - burst; // fell behind (descheduled): do not flood
+        }
+        for _ in made..target {
+            let item = match rng.below(100) {
+                0..=39 if !dead.is_empty() => {
+                    // Mostly as reported when it was live (an fd token with
+                    // its own fd, which is likely watched again by now under
+                    // a new generation), sometimes as the other kind.
+                    let (token, kind, fd) = dead[rng.index(dead.len())];
+                    let (kind, fd) = match (kind, rng.one_in(8)) {
+                        (Kind::Fd, false) => (Kind::Fd, fd),
+                        (Kind::Timeout, true) => {
+                            let fd = live_fds
+                                .get(rng.index(live_fds.len().max(1)))
+                                .map_or(3, |e| e.1);
+                            (Kind::Fd, fd)
+                        }
+                        _ => (Kind::Timeout, -1),
+                    };
+                    Item::injected(kind, Origin::Replay, token, fd, now)
+                }
+                40..=64 if !live_fds.is_empty() => {
+                    let (token, fd) = live_fds[rng.index(live_fds.len())];
+                    Item::injected(Kind::Fd, Origin::Duplicate, token, fd, now)
+                }
+                77..=88 if !live_fds.is_empty() => {
+                    let (token, fd) = live_fds[rng.index(live_fds.len())];
+                    let other = live_fds[rng.index(live_fds.len())].1;
+                    let wrong = if other == fd { fd + 1 } else { other };
+                    Item::injected(Kind::Fd, Origin::WrongFd, token, wrong, now)
+                }
+                89..=99 if !live_fds.is_empty() => {
+                    if rng.one_in(2) && !live_timers.is_empty() {
+                        let token = live_timers[rng.index(live_timers.len())];
+                        let fd = live_fds[rng.index(live_fds.len())].1;
+                        Item::injected(Kind::Fd, Origin::WrongKind, token, fd, now)
+                    } else {
+                        let (token, fd) = live_fds[rng.index(live_fds.len())];
+                        Item::injected(Kind::Timeout, Origin::WrongKind, token, fd, now)
+                    }
+                }
+                _ => forge(&mut rng, &live_fds, now),
+            };
+            out.generated[item.origin as usize] += 1;
+            let k = rng.index(sink.queues.len());
+            sink.queues[k].push(item);
+            woken[k] = true;
+        }
+        made = target;
+        for (k, w) in woken.iter_mut().enumerate() {
+            if std::mem::take(w) {
+                threads[k].unpark();
+            }
+        }
+        thread::sleep(Duration::from_micros(250));
+    }
+    out
+}
+
+/// What the loop thread saw.
+#[derive(Default)]
+struct EngineLoopOut {
+    /// Callback runs on the loop thread.
+    callback_runs: u64,
+    /// Of which timer callbacks.
+    timer_runs: u64,
+    /// Errors `run` returned (a callback panic, a backend error).
+    errors: u64,
+}
+
+/// The loop thread: [`Engine::run`] until [`Engine::stop`].
+fn engine_loop(engine: &Engine, shared: &Shared) -> EngineLoopOut {
+    let mut out = EngineLoopOut::default();
+    let runs_before = CB_RUNS.with(Cell::get);
+    let timers_before = TIMER_RUNS.with(Cell::get);
+    loop {
+        match engine.run() {
+            Ok(()) => break,
+            Err(e) => {
+                out.errors += 1;
+                shared
+                    .checks
+                    .fail(Check::Unexpected, || format!("the engine's loop: {e}"));
+                if out.errors >= 100 {
+                    break;
+                }
+            }
+        }
+    }
+    out.callback_runs = CB_RUNS.with(Cell::get) - runs_before;
+    out.timer_runs = TIMER_RUNS.with(Cell::get) - timers_before;
+    flush_latency(shared);
+    out
+}
+
 // ----- delivery --------------------------------------------------------------------
 
 const OUTCOMES: usize = 8;
@@ -1274,8 +1575,9 @@ impl Tally {
     }
 }
 
-/// Hands one report to the engine and records what became of it.
-fn deliver(engine: &Engine, app: &AppLoop, shared: &Shared, item: Item, tally: &mut Tally) {
+/// Hands one report to the engine and records what became of it. `app`
+/// is the application loop (hooks backend only).
+fn deliver(engine: &Engine, app: Option<&AppLoop>, shared: &Shared, item: Item, tally: &mut Tally) {
     CB_START.with(|c| c.set(None));
     let token = Token::from_u64(item.token);
     let r = match item.kind {
@@ -1287,7 +1589,10 @@ fn deliver(engine: &Engine, app: &AppLoop, shared: &Shared, item: Item, tally: &
     if item.late {
         tally.late_delivered += 1;
     }
-    if let Some(start) = CB_START.with(Cell::take) {
+    let started = CB_START.with(Cell::take);
+    // With hooks, the latency from the loop's detection to the callback;
+    // a built-in loop's racing reports were never detected by anyone.
+    if let Some(start) = started.filter(|_| app.is_some()) {
         let hist = if item.late {
             &mut tally.late
         } else {
@@ -1310,7 +1615,9 @@ fn deliver(engine: &Engine, app: &AppLoop, shared: &Shared, item: Item, tally: &
                 tally.timer_dispatches += 1;
                 lock(&shared.timer_regs).remove(&item.token);
                 // Fired: the token is dead now, material for replays.
-                lock(&app.reg).bury(item.token, Kind::Timeout, -1);
+                if let Some(app) = app {
+                    lock(&app.reg).bury(item.token, Kind::Timeout, -1);
+                }
             }
         }
         OUT_SUPPRESSED | OUT_ERROR => {
@@ -1338,7 +1645,7 @@ fn deliver(engine: &Engine, app: &AppLoop, shared: &Shared, item: Item, tally: &
         },
         _ => {}
     }
-    if let Some(inflight) = item.inflight {
+    if let (Some(inflight), Some(app)) = (item.inflight, app) {
         if inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
             app.wake();
         }
@@ -1348,7 +1655,7 @@ fn deliver(engine: &Engine, app: &AppLoop, shared: &Shared, item: Item, tally: &
 fn delivery_thread(
     k: usize,
     engine: &Engine,
-    app: &AppLoop,
+    app: Option<&AppLoop>,
     shared: &Shared,
     sink: &Sink,
     stop: &AtomicBool,
@@ -1374,6 +1681,7 @@ fn delivery_thread(
         thread::park_timeout(Duration::from_millis(20));
     }
     tally.callback_runs = CB_RUNS.with(Cell::get) - runs_before;
+    flush_latency(shared);
     tally
 }
 
@@ -1387,7 +1695,7 @@ struct Traffic {
     errors: AtomicU64,
 }
 
-fn traffic_thread(domains: &[Domain], rate: u64, stop: &AtomicBool, t: &Traffic) {
+fn traffic_thread(domains: &[Domain], rate: u64, base: Instant, stop: &AtomicBool, t: &Traffic) {
     let mut rng = Rng::new();
     let mut msg = [0u8; 64];
     for (i, b) in msg.iter_mut().enumerate() {
@@ -1407,7 +1715,24 @@ fn traffic_thread(domains: &[Domain], rate: u64, stop: &AtomicBool, t: &Traffic)
             sent += 1;
             let d = &domains[rng.index(domains.len())];
             let len = 8 + rng.index(57);
-            let r = lock(&d.writer).write(&msg[..len]);
+            let r = {
+                let mut writer = lock(&d.writer);
+                let at = Instant::now();
+                let r = writer.write(&msg[..len]);
+                if r.is_ok() {
+                    // Stamped under the writer's lock, so that a channel
+                    // swap (which clears the stamp) comes before or after.
+                    let ns = u64::try_from(at.saturating_duration_since(base).as_nanos())
+                        .unwrap_or(u64::MAX - 1);
+                    let _ = d.stats.write_stamp.compare_exchange(
+                        0,
+                        ns + 1,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                }
+                r
+            };
             match r {
                 Ok(n) => {
                     written += n as u64;
@@ -1475,7 +1800,7 @@ fn churn_thread(
                 let Some(old) = old else { continue };
                 let reader = Arc::clone(&old.reader);
                 retire_watch(old, shared);
-                match watch_channel(engine, reader, &d.stats, shared) {
+                match watch_channel(engine, reader, d.interest, &d.stats, shared) {
                     Ok(h) => *lock(&d.watch) = Some(h),
                     Err(e) => error("re-registering a watch", &e),
                 }
@@ -1492,7 +1817,7 @@ fn churn_thread(
                     Err(e) => {
                         error("creating a channel", &e);
                         // Keep the domain served by its old channel.
-                        if let Ok(h) = watch_channel(engine, reader, &d.stats, shared) {
+                        if let Ok(h) = watch_channel(engine, reader, d.interest, &d.stats, shared) {
                             *lock(&d.watch) = Some(h);
                         }
                         continue;
@@ -1515,7 +1840,9 @@ fn churn_thread(
                     }
                 }
                 drop(reader);
-                match watch_channel(engine, new_reader, &d.stats, shared) {
+                // Its write stamp may be of a byte read just now.
+                d.stats.write_stamp.store(0, Ordering::SeqCst);
+                match watch_channel(engine, new_reader, d.interest, &d.stats, shared) {
                     Ok(h) => *lock(&d.watch) = Some(h),
                     Err(e) => error("watching a new channel", &e),
                 }
@@ -1542,15 +1869,16 @@ fn churn_thread(
                 }
                 c.timer_recreate.fetch_add(1, Ordering::Relaxed);
             }
-            // Change the watch's interest (fd_modify); READABLE stays in
-            // it. A live watch that we hold must accept the change.
+            // Change the watch's interest (fd_modify); READABLE (and the
+            // triggering mode) stays in it. A live watch that we hold must
+            // accept the change.
             90..=94 => {
                 let slot = lock(&d.watch);
                 if let Some(h) = slot.as_ref() {
                     let interest = if rng.one_in(2) {
-                        Interest::READABLE | Interest::PRIORITY
+                        d.interest | Interest::PRIORITY
                     } else {
-                        Interest::READABLE
+                        d.interest
                     };
                     match h.watch.modify(interest) {
                         Ok(()) => {
@@ -1565,13 +1893,14 @@ fn churn_thread(
                 let slot = lock(&d.heart.slot);
                 if let Some(h) = slot.as_ref() {
                     let at = Instant::now() + heartbeat_delay(&mut rng);
+                    let at_ns = shared.since_base(at);
                     h.reg.resets.fetch_add(1, Ordering::SeqCst);
+                    h.reg.pending_deadline.store(at_ns, Ordering::SeqCst);
                     if h.timer.reset_at(at).is_ok() {
-                        h.reg
-                            .deadline
-                            .store(shared.since_base(at), Ordering::SeqCst);
+                        h.reg.deadline.store(at_ns, Ordering::SeqCst);
                         c.timer_reset.fetch_add(1, Ordering::Relaxed);
                     }
+                    h.reg.pending_deadline.store(0, Ordering::SeqCst);
                 }
             }
         }
@@ -1583,6 +1912,16 @@ fn churn_thread(
 
 struct Report {
     cfg: Config,
+    /// What ran (`Engine::backend`).
+    backend: BackendKind,
+    edge_domains: usize,
+    /// Built-in loop only.
+    engine_loop: Option<EngineLoopOut>,
+    /// Reruns and stale outcomes the built-in loop counted itself.
+    loop_deferred: u64,
+    loop_stale: u64,
+    write_latency: Hist,
+    timers_cancelled: u64,
     load: Duration,
     drain: Duration,
     drained: bool,
@@ -1639,8 +1978,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cfg: Config) -> Result<Report, String> {
+    let builtin = cfg.backend.builtin();
     let shared = Arc::new(Shared {
         base: Instant::now(),
+        builtin,
         checks: Checks::new(),
         stopping: AtomicBool::new(false),
         fired: Mutex::new(HashSet::new()),
@@ -1651,25 +1992,54 @@ fn run(cfg: Config) -> Result<Report, String> {
         timer_regs: Mutex::new(HashMap::new()),
         lost_reports: AtomicU64::new(0),
         early_after_reset: AtomicU64::new(0),
+        timers_cancelled: AtomicU64::new(0),
+        graveyard: Mutex::new(VecDeque::new()),
+        write_latency: Mutex::new(Hist::new()),
     });
-    let app = Arc::new(AppLoop::new().map_err(|e| format!("eventfd: {e}"))?);
-    let engine = Arc::new(Engine::with_hooks(Hooks(Arc::clone(&app))));
+    let (engine, app) = if builtin {
+        let builder = match cfg.backend {
+            SimBackend::Uring => Engine::builder().backend(BackendKind::Uring),
+            SimBackend::Epoll => Engine::builder().backend(BackendKind::Epoll),
+            // io_uring, or epoll where the kernel refuses it.
+            _ => Engine::builder(),
+        };
+        let builder = match cfg.ring_entries {
+            Some(n) => builder.ring_entries(n),
+            None => builder,
+        };
+        let engine = builder
+            .build()
+            .map_err(|e| format!("building the engine ({:?}): {e}", cfg.backend))?;
+        (Arc::new(engine), None)
+    } else {
+        let app = Arc::new(AppLoop::new().map_err(|e| format!("eventfd: {e}"))?);
+        let engine = Engine::with_hooks(Hooks(Arc::clone(&app)));
+        (Arc::new(engine), Some(app))
+    };
+    let backend = engine.backend();
 
     let mut rng = Rng::new();
     let mut domains = Vec::with_capacity(cfg.domains);
-    for _ in 0..cfg.domains {
+    for i in 0..cfg.domains {
+        // Hooks carry level-triggered watches only (the libxl contract).
+        let interest = if builtin && i % 2 == 1 {
+            Interest::READABLE | Interest::EDGE
+        } else {
+            Interest::READABLE
+        };
         let (reader, writer) = channel().map_err(|e| format!("socketpair: {e}"))?;
         let stats = Arc::new(DomainStats::default());
         let heart = Arc::new(Heart {
             slot: Mutex::new(None),
             stats: Arc::clone(&stats),
         });
-        let watch = watch_channel(&engine, reader, &stats, &shared)
+        let watch = watch_channel(&engine, reader, interest, &stats, &shared)
             .map_err(|e| format!("register_fd: {e}"))?;
         let beat = arm_heartbeat(&engine, &heart, &shared, heartbeat_delay(&mut rng))
             .map_err(|e| format!("timer_at: {e}"))?;
         *lock(&heart.slot) = Some(beat);
         domains.push(Domain {
+            interest,
             writer: Mutex::new(writer),
             watch: Mutex::new(Some(watch)),
             heart,
@@ -1700,7 +2070,7 @@ fn run(cfg: Config) -> Result<Report, String> {
     for k in 0..cfg.threads {
         let (engine, app, shared, sink2, stop, counters) = (
             Arc::clone(&engine),
-            Arc::clone(&app),
+            app.clone(),
             Arc::clone(&shared),
             Arc::clone(&sink),
             Arc::clone(&stop_delivery),
@@ -1708,17 +2078,56 @@ fn run(cfg: Config) -> Result<Report, String> {
         );
         let h = thread::Builder::new()
             .name(format!("deliver-{k}"))
-            .spawn(move || delivery_thread(k, &engine, &app, &shared, &sink2, &stop, &counters[k]))
+            .spawn(move || {
+                delivery_thread(
+                    k,
+                    &engine,
+                    app.as_deref(),
+                    &shared,
+                    &sink2,
+                    &stop,
+                    &counters[k],
+                )
+            })
             .map_err(spawn_err)?;
         lock(&sink.threads).push(h.thread().clone());
         deliverers.push(h);
     }
-    let app_thread = {
-        let (app, sink, stop) = (Arc::clone(&app), Arc::clone(&sink), Arc::clone(&stop_loop));
-        thread::Builder::new()
-            .name("app-loop".into())
-            .spawn(move || app_loop(&app, &sink, &stop))
-            .map_err(spawn_err)?
+    // Hooks: the application loop finds the events and hands them to the
+    // delivery threads. Built-in loop: the loop thread runs the engine's
+    // loop, and the injector hands the delivery threads reports that race
+    // it.
+    let feeder = match &app {
+        Some(app) => {
+            let (app, sink, stop) = (Arc::clone(app), Arc::clone(&sink), Arc::clone(&stop_loop));
+            thread::Builder::new()
+                .name("app-loop".into())
+                .spawn(move || app_loop(&app, &sink, &stop))
+                .map_err(spawn_err)?
+        }
+        None => {
+            let (shared, sink, stop) = (
+                Arc::clone(&shared),
+                Arc::clone(&sink),
+                Arc::clone(&stop_loop),
+            );
+            let per_sec = cfg.rate / 2 + 5_000;
+            thread::Builder::new()
+                .name("injector".into())
+                .spawn(move || injector(&shared, &sink, per_sec, &stop))
+                .map_err(spawn_err)?
+        }
+    };
+    let loop_thread = if builtin {
+        let (engine, shared) = (Arc::clone(&engine), Arc::clone(&shared));
+        Some(
+            thread::Builder::new()
+                .name("engine-loop".into())
+                .spawn(move || engine_loop(&engine, &shared))
+                .map_err(spawn_err)?,
+        )
+    } else {
+        None
     };
     let traffic_handle = {
         let (domains, stop, traffic) = (
@@ -1727,9 +2136,10 @@ fn run(cfg: Config) -> Result<Report, String> {
             Arc::clone(&traffic),
         );
         let rate = cfg.rate;
+        let base = shared.base;
         thread::Builder::new()
             .name("traffic".into())
-            .spawn(move || traffic_thread(&domains, rate, &stop, &traffic))
+            .spawn(move || traffic_thread(&domains, rate, base, &stop, &traffic))
             .map_err(spawn_err)?
     };
     let churn_handle = {
@@ -1786,8 +2196,26 @@ fn run(cfg: Config) -> Result<Report, String> {
     churn_handle.join().map_err(|_| join_err("churn"))?;
     let load = start.elapsed();
 
+    // Stops the application loop or the injector, then the deliverers once
+    // they have handed the engine everything queued.
+    let stop_feeding = || -> Result<(LoopOut, Tally), String> {
+        stop_loop.store(true, Ordering::SeqCst);
+        if let Some(app) = &app {
+            app.wake();
+        }
+        let loop_out = feeder.join().map_err(|_| join_err("app-loop/injector"))?;
+        stop_delivery.store(true, Ordering::SeqCst);
+        for t in lock(&sink.threads).iter() {
+            t.unpark();
+        }
+        let mut tally = Tally::new();
+        for h in deliverers {
+            tally.merge(&h.join().map_err(|_| join_err("delivery"))?);
+        }
+        Ok((loop_out, tally))
+    };
+
     // ---- drain: every byte written must be read by a callback
-    let drain_start = Instant::now();
     let bytes_read = || {
         domains
             .iter()
@@ -1796,30 +2224,37 @@ fn run(cfg: Config) -> Result<Report, String> {
             + churn.drained_bytes.load(Ordering::SeqCst)
     };
     let written = traffic.written.load(Ordering::SeqCst);
-    let mut drained = bytes_read() == written;
-    while !drained && drain_start.elapsed() < Duration::from_secs(5) {
-        thread::sleep(Duration::from_millis(1));
-        drained = bytes_read() == written;
-    }
-    let drain = drain_start.elapsed();
+    let drain = || {
+        let drain_start = Instant::now();
+        let mut drained = bytes_read() == written;
+        while !drained && drain_start.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(1));
+            drained = bytes_read() == written;
+        }
+        (drained, drain_start.elapsed())
+    };
+    let (drained, drain, teardown_start, (loop_out, tally)) = if builtin {
+        // The racing reports stop first: a duplicate report runs the
+        // callback too, and could read what the loop failed to report.
+        // What is left in the channels now only the loop's events read.
+        let fed = stop_feeding()?;
+        let (drained, drain) = drain();
+        let teardown_start = Instant::now();
+        shared.stopping.store(true, Ordering::SeqCst);
+        (drained, drain, teardown_start, fed)
+    } else {
+        // The application loop and the deliverers carry the events.
+        let (drained, drain) = drain();
+        // ---- teardown: stop heartbeats, the application loop, the
+        // deliverers
+        let teardown_start = Instant::now();
+        shared.stopping.store(true, Ordering::SeqCst);
+        (drained, drain, teardown_start, stop_feeding()?)
+    };
 
-    // ---- teardown: stop heartbeats, the loop, the deliverers
-    let teardown_start = Instant::now();
-    shared.stopping.store(true, Ordering::SeqCst);
-    stop_loop.store(true, Ordering::SeqCst);
-    app.wake();
-    let loop_out = app_thread.join().map_err(|_| join_err("app-loop"))?;
-    stop_delivery.store(true, Ordering::SeqCst);
-    for t in lock(&sink.threads).iter() {
-        t.unpark();
-    }
-    let mut tally = Tally::new();
-    for h in deliverers {
-        tally.merge(&h.join().map_err(|_| join_err("delivery"))?);
-    }
-
-    // Nothing reports events any more: end every registration from outside
-    // any callback and check each outcome.
+    // Nothing reports events any more, but a built-in loop still runs (its
+    // callbacks race these deregistrations): end every registration from
+    // outside any callback and check each outcome.
     let mut lost_timers = churn.lost_timers.load(Ordering::SeqCst);
     for d in domains.iter() {
         let watch = lock(&d.watch).take();
@@ -1834,6 +2269,14 @@ fn run(cfg: Config) -> Result<Report, String> {
     while let Some(orphan) = shared.orphans.pop() {
         lost_timers += u64::from(retire_timer(orphan, &shared));
     }
+    // Then stop the built-in loop.
+    let engine_loop_out = match loop_thread {
+        Some(h) => {
+            engine.stop();
+            Some(h.join().map_err(|_| join_err("engine-loop"))?)
+        }
+        None => None,
+    };
 
     // Late reports still held back by the loop, and a replay of every
     // remembered dead token as both kinds: all must be rejected now.
@@ -1844,22 +2287,26 @@ fn run(cfg: Config) -> Result<Report, String> {
             inflight: None,
             ..*item
         };
-        deliver(&engine, &app, &shared, item, &mut leftovers);
+        deliver(&engine, app.as_deref(), &shared, item, &mut leftovers);
     }
-    let dead: Vec<(u64, Kind, RawFd)> = lock(&app.reg).dead.iter().copied().collect();
+    let dead: Vec<(u64, Kind, RawFd)> = match &app {
+        Some(app) => lock(&app.reg).dead.iter().copied().collect(),
+        None => lock(&shared.graveyard).iter().copied().collect(),
+    };
     let mut sweep = (0u64, 0u64);
     for &(token, was, fd) in &dead {
         for kind in [Kind::Fd, Kind::Timeout] {
             let fd = if was == Kind::Fd { fd } else { 0 };
             let item = Item::injected(kind, Origin::Replay, token, fd, Instant::now());
             let before = leftovers.outcome(OUT_DISPATCHED) + leftovers.outcome(OUT_DEFERRED);
-            deliver(&engine, &app, &shared, item, &mut leftovers);
+            deliver(&engine, app.as_deref(), &shared, item, &mut leftovers);
             let after = leftovers.outcome(OUT_DISPATCHED) + leftovers.outcome(OUT_DEFERRED);
             sweep.0 += 1;
             sweep.1 += after - before;
         }
     }
     leftovers.callback_runs = CB_RUNS.with(Cell::get) - runs_before;
+    flush_latency(&shared);
     let teardown = teardown_start.elapsed();
 
     // ---- accounting: the engine's counts against what the threads saw
@@ -1876,6 +2323,41 @@ fn run(cfg: Config) -> Result<Report, String> {
         .filter(|d| d.stats.beats.load(Ordering::SeqCst) == 0)
         .count();
     let mut accounting = Vec::new();
+    let loop_runs = engine_loop_out.as_ref().map_or(0, |l| l.callback_runs);
+    // What the built-in loop's own dispatch counted and no thread of ours
+    // could observe (`run` does not say what became of each event):
+    // - reruns: an event the loop found while a delivery thread ran the
+    //   callback (a duplicate report) was folded into a rerun there;
+    // - stale (generation only): an event the loop had collected for a
+    //   watch that the churn thread deregistered before the loop got to
+    //   dispatch it (a level-triggered fd stays ready until the epoll
+    //   entry is deleted, which happens just after the slot dies, so a
+    //   busy loop can collect it more than once). The loop's events carry
+    //   real tokens on their own fd, so it never counts fd mismatches,
+    //   out-of-range or wrong-kind tokens: those must match exactly.
+    // With hooks, every outcome is observed: all must match exactly.
+    let observed_deferred = all.outcome(OUT_DEFERRED);
+    let observed_generation = all.outcome(OUT_STALE_GENERATION);
+    let (loop_deferred, loop_stale) = if builtin {
+        if stats.reruns < observed_deferred {
+            accounting.push(format!(
+                "reruns: stats.reruns {} < Deferred outcomes observed {observed_deferred}",
+                stats.reruns
+            ));
+        }
+        if stats.stale.generation < observed_generation {
+            accounting.push(format!(
+                "stale: generation: stats {} < observed {observed_generation}",
+                stats.stale.generation
+            ));
+        }
+        (
+            stats.reruns.saturating_sub(observed_deferred),
+            stats.stale.generation.saturating_sub(observed_generation),
+        )
+    } else {
+        (0, 0)
+    };
     // `expect(what, a, b)`: a must equal b (engine counts first where the
     // engine is one side).
     let mut expect = |what: &str, a: u64, b: u64| {
@@ -1884,19 +2366,19 @@ fn run(cfg: Config) -> Result<Report, String> {
         }
     };
     expect(
-        "callback runs (stats.dispatched)",
+        "callback runs (stats.dispatched vs runs on delivery and loop threads)",
         stats.dispatched,
-        all.callback_runs,
+        all.callback_runs + loop_runs,
     );
     expect(
-        "reruns (stats.reruns vs Deferred)",
+        "reruns (stats.reruns vs Deferred, less the loop's)",
         stats.reruns,
-        all.outcome(OUT_DEFERRED),
+        observed_deferred + loop_deferred,
     );
     expect(
-        "stale: generation",
+        "stale: generation (less the loop's)",
         stats.stale.generation,
-        all.outcome(OUT_STALE_GENERATION),
+        observed_generation + loop_stale,
     );
     expect(
         "stale: fd mismatch",
@@ -1920,10 +2402,30 @@ fn run(cfg: Config) -> Result<Report, String> {
     );
     expect("live registrations after teardown", stats.live(), 0);
     expect("callback panics", stats.panicked, 0);
+    match &engine_loop_out {
+        Some(l) => {
+            expect(
+                "timer callbacks on the loop thread vs heartbeats counted",
+                l.timer_runs,
+                timers_fired,
+            );
+            expect(
+                "timers fired by occurred_timeout (none is reported live)",
+                all.timer_dispatches,
+                0,
+            );
+        }
+        None => expect(
+            "timer dispatches vs heartbeats counted",
+            all.timer_dispatches,
+            timers_fired,
+        ),
+    }
+    let timers_cancelled = shared.timers_cancelled.load(Ordering::SeqCst);
     expect(
-        "timer dispatches vs heartbeats counted",
-        all.timer_dispatches,
-        timers_fired,
+        "timers fired + cancelled before firing vs armed",
+        timers_fired + timers_cancelled,
+        shared.timers_armed.load(Ordering::SeqCst),
     );
     expect(
         "distinct fired timer tokens",
@@ -1949,33 +2451,42 @@ fn run(cfg: Config) -> Result<Report, String> {
         tally.late_delivered + loop_out.held_back.len() as u64,
         loop_out.late,
     );
-    let hook_calls = lock(&app.reg).hook_calls;
+    let hook_calls = app.as_ref().map_or([0; 6], |app| lock(&app.reg).hook_calls);
     // Every fd watch ended by deregistration; every timer either fired or
     // was deregistered, never both.
-    expect(
-        "fd_deregister vs fd_register hooks",
-        hook_calls[2],
-        hook_calls[0],
-    );
-    expect(
-        "fd_modify hooks vs successful modify()",
-        hook_calls[1],
-        churn.modify.load(Ordering::SeqCst),
-    );
-    expect(
-        "timeout_modify hooks vs successful reset_at()",
-        hook_calls[4],
-        churn.timer_reset.load(Ordering::SeqCst),
-    );
-    expect(
-        "timeout_deregister hooks + fired vs timeout_register hooks",
-        hook_calls[5] + timers_fired,
-        hook_calls[3],
-    );
+    if !builtin {
+        expect(
+            "fd_deregister vs fd_register hooks",
+            hook_calls[2],
+            hook_calls[0],
+        );
+        expect(
+            "fd_modify hooks vs successful modify()",
+            hook_calls[1],
+            churn.modify.load(Ordering::SeqCst),
+        );
+        expect(
+            "timeout_modify hooks vs successful reset_at()",
+            hook_calls[4],
+            churn.timer_reset.load(Ordering::SeqCst),
+        );
+        expect(
+            "timeout_deregister hooks + fired vs timeout_register hooks",
+            hook_calls[5] + timers_fired,
+            hook_calls[3],
+        );
+    }
 
     let bytes_read = bytes_read();
     let report = Report {
         cfg,
+        backend,
+        edge_domains: domains.iter().filter(|d| d.interest.is_edge()).count(),
+        engine_loop: engine_loop_out,
+        loop_deferred,
+        loop_stale,
+        write_latency: std::mem::replace(&mut *lock(&shared.write_latency), Hist::new()),
+        timers_cancelled,
         load,
         drain,
         drained,
@@ -2051,15 +2562,46 @@ fn print_report(r: &Report) -> bool {
     let misdeliveries: u64 = r.check_counts.iter().sum();
     let lost_bytes = r.traffic.0.abs_diff(r.bytes_read);
     let lost_timers = r.churn[6];
+    let builtin = r.engine_loop.is_some();
     let mut s = String::new();
     let row = |s: &mut String, label: &str, value: String| {
         let _ = writeln!(s, "  {label:<40} {value}");
     };
+    let ring_entries = r.cfg.ring_entries.unwrap_or(256);
+    let (name, what) = match r.backend {
+        BackendKind::Uring => (
+            "uring",
+            format!("the engine's built-in loop on io_uring, {ring_entries}-entry ring"),
+        ),
+        BackendKind::Epoll if r.cfg.backend == SimBackend::Default => (
+            "epoll",
+            "the engine's built-in loop on epoll: the kernel refused io_uring".to_owned(),
+        ),
+        BackendKind::Epoll => ("epoll", "the engine's built-in loop on epoll".to_owned()),
+        BackendKind::Hooks => ("hooks", "application poll() loop".to_owned()),
+        _ => ("other", "unexpected backend".to_owned()),
+    };
     let _ = writeln!(
         s,
-        "evnexus load simulation: hooks backend (application poll() loop), {} domains, {} delivery threads",
+        "evnexus load simulation: {name} backend ({what}), {} domains, {} delivery threads",
         r.cfg.domains, r.cfg.threads
     );
+    row(
+        &mut s,
+        "backend (Engine::backend)",
+        format!("{:?}", r.backend),
+    );
+    if r.backend == BackendKind::Uring {
+        row(
+            &mut s,
+            "  ring: entries / SQ full / CQ overflow",
+            format!(
+                "{ring_entries} / {} / {}   (stats.ring_sq_full, ring_cq_overflow)",
+                group(r.stats.ring_sq_full),
+                group(r.stats.ring_cq_overflow)
+            ),
+        );
+    }
     row(
         &mut s,
         "duration",
@@ -2073,11 +2615,21 @@ fn print_report(r: &Report) -> bool {
     row(
         &mut s,
         "domains / delivery threads",
-        format!("{} / {}", r.cfg.domains, r.cfg.threads),
+        format!(
+            "{} / {}   ({} watches level-triggered, {} edge-triggered)",
+            r.cfg.domains,
+            r.cfg.threads,
+            r.cfg.domains - r.edge_domains,
+            r.edge_domains
+        ),
     );
     row(
         &mut s,
-        "occurred calls delivered",
+        if builtin {
+            "occurred calls racing the loop"
+        } else {
+            "occurred calls delivered"
+        },
         format!(
             "{}   ({} events/s)",
             group(calls),
@@ -2086,25 +2638,44 @@ fn print_report(r: &Report) -> bool {
     );
     for (i, name) in ORIGIN_NAMES.iter().enumerate() {
         let n: u64 = t.outcomes[i].iter().sum();
-        let extra = if i == 0 {
-            format!(
-                "   ({} of them late, held 1-20 ms)",
-                group(t.late_delivered)
-            )
-        } else {
-            String::new()
+        let (name, extra) = match (i, builtin) {
+            // The loop carries the genuine events.
+            (0, true) => continue,
+            (0, false) => (
+                *name,
+                format!(
+                    "   ({} of them late, held 1-20 ms)",
+                    group(t.late_delivered)
+                ),
+            ),
+            (1, true) => ("live fd token, right fd", String::new()),
+            _ => (*name, String::new()),
         };
         row(&mut s, &format!("  {name}"), format!("{}{extra}", group(n)));
     }
-    row(
-        &mut s,
-        "callback runs (engine: dispatched)",
-        format!(
-            "{}   ({})",
-            group(t.callback_runs),
-            group(r.stats.dispatched)
+    match &r.engine_loop {
+        Some(l) => row(
+            &mut s,
+            "callback runs: loop / delivery threads",
+            format!(
+                "{} / {}   (engine: dispatched {}; {} timer runs on the loop, {} loop errors)",
+                group(l.callback_runs),
+                group(t.callback_runs),
+                group(r.stats.dispatched),
+                group(l.timer_runs),
+                l.errors
+            ),
         ),
-    );
+        None => row(
+            &mut s,
+            "callback runs (engine: dispatched)",
+            format!(
+                "{}   ({})",
+                group(t.callback_runs),
+                group(r.stats.dispatched)
+            ),
+        ),
+    }
     row(
         &mut s,
         "  Dispatched outcomes",
@@ -2113,7 +2684,15 @@ fn print_report(r: &Report) -> bool {
     row(
         &mut s,
         "  Deferred (folded into reruns)",
-        group(t.outcome(OUT_DEFERRED)),
+        if builtin {
+            format!(
+                "{}   (and {} of the loop's events folded into a delivery thread's run)",
+                group(t.outcome(OUT_DEFERRED)),
+                group(r.loop_deferred)
+            )
+        } else {
+            group(t.outcome(OUT_DEFERRED))
+        },
     );
     row(&mut s, "  Suppressed", group(t.outcome(OUT_SUPPRESSED)));
     let stale: u64 = (OUT_STALE_GENERATION..=OUT_STALE_KIND)
@@ -2130,23 +2709,48 @@ fn print_report(r: &Report) -> bool {
     }
     row(
         &mut s,
-        "  of genuine/duplicated reports",
+        if builtin {
+            "  of live-token reports (watch ended)"
+        } else {
+            "  of genuine/duplicated reports"
+        },
         group(
             (OUT_STALE_GENERATION..=OUT_STALE_KIND)
                 .map(|o| t.outcomes[0][o] + t.outcomes[1][o])
                 .sum(),
         ),
     );
+    if builtin {
+        row(
+            &mut s,
+            "  by the loop (engine count - observed)",
+            format!(
+                "{}   (events of watches ended before the loop dispatched them)",
+                group(r.loop_stale)
+            ),
+        );
+    }
     row(
         &mut s,
-        "timers fired / armed",
-        format!(
-            "{} / {}   ({} domains never beat; {} ran before a deadline moved by a racing reset)",
-            group(r.timers_fired),
-            group(r.timers_armed),
-            r.silent_domains,
-            r.early_after_reset
-        ),
+        "timers fired / cancelled / armed",
+        if builtin {
+            format!(
+                "{} / {} / {}   ({} domains never beat; every fire checked against its current deadline)",
+                group(r.timers_fired),
+                group(r.timers_cancelled),
+                group(r.timers_armed),
+                r.silent_domains
+            )
+        } else {
+            format!(
+                "{} / {} / {}   ({} domains never beat; {} ran before a deadline moved by a racing reset)",
+                group(r.timers_fired),
+                group(r.timers_cancelled),
+                group(r.timers_armed),
+                r.silent_domains,
+                r.early_after_reset
+            )
+        },
     );
     row(
         &mut s,
@@ -2168,25 +2772,33 @@ fn print_report(r: &Report) -> bool {
             group(r.churn[4])
         ),
     );
-    row(
-        &mut s,
-        "hook calls",
-        HOOK_NAMES
-            .iter()
-            .zip(r.hook_calls)
-            .map(|(n, c)| format!("{n} {}", group(c)))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    row(
-        &mut s,
-        "app loop",
-        format!(
-            "{} iterations, {} poll errors",
-            group(r.loop_out.iterations),
-            r.loop_out.errors
-        ),
-    );
+    if builtin {
+        row(
+            &mut s,
+            "injector",
+            format!("{} batches", group(r.loop_out.iterations)),
+        );
+    } else {
+        row(
+            &mut s,
+            "hook calls",
+            HOOK_NAMES
+                .iter()
+                .zip(r.hook_calls)
+                .map(|(n, c)| format!("{n} {}", group(c)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        row(
+            &mut s,
+            "app loop",
+            format!(
+                "{} iterations, {} poll errors",
+                group(r.loop_out.iterations),
+                r.loop_out.errors
+            ),
+        );
+    }
     row(
         &mut s,
         "bytes written / read",
@@ -2199,26 +2811,44 @@ fn print_report(r: &Report) -> bool {
             group(r.traffic.2)
         ),
     );
-    row(
-        &mut s,
-        "dispatch latency p50 / p99",
+    let w = &r.write_latency;
+    let write_latency = |what: &str| {
         format!(
-            "{} / {}   (loop detection -> callback start, on-time reports, {} samples)",
-            micros(t.on_time.quantile(0.50)),
-            micros(t.on_time.quantile(0.99)),
-            group(t.on_time.count)
-        ),
-    );
-    row(
-        &mut s,
-        "  late reports p50 / p99",
-        format!(
-            "{} / {}   ({} samples)",
-            micros(t.late.quantile(0.50)),
-            micros(t.late.quantile(0.99)),
-            group(t.late.count)
-        ),
-    );
+            "{} / {}   (traffic write -> callback start{what}, {} samples)",
+            micros(w.quantile(0.50)),
+            micros(w.quantile(0.99)),
+            group(w.count)
+        )
+    };
+    if builtin {
+        row(&mut s, "dispatch latency p50 / p99", write_latency(""));
+    } else {
+        row(
+            &mut s,
+            "dispatch latency p50 / p99",
+            format!(
+                "{} / {}   (loop detection -> callback start, on-time reports, {} samples)",
+                micros(t.on_time.quantile(0.50)),
+                micros(t.on_time.quantile(0.99)),
+                group(t.on_time.count)
+            ),
+        );
+        row(
+            &mut s,
+            "  late reports p50 / p99",
+            format!(
+                "{} / {}   ({} samples)",
+                micros(t.late.quantile(0.50)),
+                micros(t.late.quantile(0.99)),
+                group(t.late.count)
+            ),
+        );
+        row(
+            &mut s,
+            "  write -> callback p50 / p99",
+            write_latency(", late reports included"),
+        );
+    }
     row(
         &mut s,
         "after teardown",
