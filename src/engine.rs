@@ -7,7 +7,7 @@ use crate::backend::epoll::EpollWaiter;
 use crate::backend::poll::PollBackend;
 use crate::backend::uring::UringWaiter;
 use crate::backend::{Backend, BackendKind};
-use crate::error::{Error, Result};
+use crate::error::{CallbackPanic, Error, Result, Unsupported};
 use crate::fd::{pack_param, param_fd, param_interest, FdEvent, FdWatch, Interest, Readiness};
 use crate::hooks::{HooksBackend, OsEventHooks};
 use crate::slot::{Begin, Callback, Due, EndCtrl, Finish, Kill, Slot, StaleReason, State};
@@ -156,7 +156,7 @@ impl Builder {
         let backend: Box<dyn Backend> = match (self.kind, self.hooks) {
             (Some(BackendKind::Hooks), Some(hooks)) => hooks,
             (Some(BackendKind::Hooks), None) => {
-                return Err(Error::Unsupported("the hooks backend needs Builder::hooks"))
+                return Err(Error::Unsupported(Unsupported::HooksMissing))
             }
             (None, _) => uring(false)?,
             (Some(BackendKind::Uring), _) => uring(true)?,
@@ -281,9 +281,7 @@ impl Engine {
         check_fd(fd)?;
         let inner = &self.inner;
         if interest.is_edge() && inner.backend.as_builtin().is_none() {
-            return Err(Error::Unsupported(
-                "edge-triggered watches need a built-in loop (io_uring or epoll)",
-            ));
+            return Err(Error::Unsupported(Unsupported::EdgeNeedsBuiltinLoop));
         }
         let (index, slot, g) = inner.alloc()?;
         slot.set_param(pack_param(fd, interest.bits()));
@@ -340,22 +338,37 @@ impl Engine {
     /// CAS) of its slot's state word, with no lock and no system call.
     ///
     /// Errors only with [`Error::CallbackPanicked`].
+    #[inline]
     pub fn occurred_fd(&self, token: Token, fd: RawFd, revents: Readiness) -> Result<Occurred> {
         let inner = &*self.inner;
         let Some((index, slot, g)) = inner.resolve(token) else {
-            inner.stats.stale(StaleReason::OutOfRange);
-            return Ok(Occurred::Stale(StaleReason::OutOfRange));
+            return Ok(inner.reject(StaleReason::OutOfRange));
         };
+        // The common stale case in one load, before the dispatch machinery.
+        if let Some(reason) = slot.quick_stale(g, false) {
+            return Ok(inner.reject(reason));
+        }
+        self.occurred_fd_at(slot, index, g, token, fd, revents)
+    }
+
+    #[inline(never)]
+    fn occurred_fd_at(
+        &self,
+        slot: &Slot,
+        index: u32,
+        g: Generation,
+        token: Token,
+        fd: RawFd,
+        revents: Readiness,
+    ) -> Result<Occurred> {
+        let inner = &*self.inner;
         match slot.begin_fd(g, Some(fd), revents.bits()) {
             Begin::Owned => inner.dispatch_fd(self, slot, index, g, token, fd, revents),
             Begin::Deferred => {
                 inner.stats.rerun();
                 Ok(Occurred::Deferred)
             }
-            Begin::Stale(reason) => {
-                inner.stats.stale(reason);
-                Ok(Occurred::Stale(reason))
-            }
+            Begin::Stale(reason) => Ok(inner.reject(reason)),
         }
     }
 
@@ -364,25 +377,26 @@ impl Engine {
     /// once per registration, however often or concurrently this is called.
     ///
     /// Errors only with [`Error::CallbackPanicked`].
+    #[inline]
     pub fn occurred_timeout(&self, token: Token) -> Result<Occurred> {
         let inner = &*self.inner;
         let Some((index, slot, g)) = inner.resolve(token) else {
-            inner.stats.stale(StaleReason::OutOfRange);
-            return Ok(Occurred::Stale(StaleReason::OutOfRange));
+            return Ok(inner.reject(StaleReason::OutOfRange));
         };
+        if let Some(reason) = slot.quick_stale(g, true) {
+            return Ok(inner.reject(reason));
+        }
         match slot.begin_timer(g) {
             Ok(()) => inner.dispatch_timer(self, slot, index, g, token),
-            Err(reason) => {
-                inner.stats.stale(reason);
-                Ok(Occurred::Stale(reason))
-            }
+            Err(reason) => Ok(inner.reject(reason)),
         }
     }
 
     fn builtin(&self) -> Result<&dyn BuiltinLoop> {
-        self.inner.backend.as_builtin().ok_or(Error::Unsupported(
-            "run_once/run need an engine with a built-in loop (io_uring or epoll)",
-        ))
+        self.inner
+            .backend
+            .as_builtin()
+            .ok_or(Error::Unsupported(Unsupported::NoBuiltinLoop))
     }
 
     /// Waits until something is ready, a timer is due, the engine is woken
@@ -426,8 +440,7 @@ impl Engine {
     pub(crate) fn dispatch_ready(&self, token: Token, revents: u16) -> Result<Occurred> {
         let inner = &*self.inner;
         let Some((index, slot, g)) = inner.resolve(token) else {
-            inner.stats.stale(StaleReason::OutOfRange);
-            return Ok(Occurred::Stale(StaleReason::OutOfRange));
+            return Ok(inner.reject(StaleReason::OutOfRange));
         };
         match slot.begin_fd(g, None, revents) {
             Begin::Owned => {
@@ -439,10 +452,7 @@ impl Engine {
                 inner.stats.rerun();
                 Ok(Occurred::Deferred)
             }
-            Begin::Stale(reason) => {
-                inner.stats.stale(reason);
-                Ok(Occurred::Stale(reason))
-            }
+            Begin::Stale(reason) => Ok(inner.reject(reason)),
         }
     }
 
@@ -588,6 +598,13 @@ impl Inner {
         let g = token.generation()?;
         let index = token.index();
         Some((index, self.arena.get(index)?, g))
+    }
+
+    /// Counts a rejected report.
+    #[inline]
+    fn reject(&self, reason: StaleReason) -> Occurred {
+        self.stats.stale(reason);
+        Occurred::Stale(reason)
     }
 
     pub(crate) fn is_live(&self, token: Token) -> bool {
@@ -801,8 +818,10 @@ impl Inner {
     }
 
     /// Runs an fd watch's callback, and again for every rerun, then
-    /// finishes the dispatch.
+    /// finishes the dispatch. Out of line, so that the report paths that
+    /// end without a dispatch (stale, deferred) stay small.
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn dispatch_fd(
         &self,
         engine: &Engine,
@@ -852,10 +871,10 @@ impl Inner {
                                 self.end_ctrl(slot, index, g);
                             }
                             self.backend.changed();
-                            outcome = Err(Error::CallbackPanicked {
+                            outcome = Err(Error::CallbackPanicked(Box::new(CallbackPanic {
                                 token,
                                 message: panic_message(payload),
-                            });
+                            })));
                         }
                     }
                 }
@@ -897,6 +916,7 @@ impl Inner {
         }
     }
 
+    #[inline(never)]
     fn dispatch_timer(
         &self,
         engine: &Engine,
@@ -920,10 +940,10 @@ impl Inner {
             self.stats.dispatched();
             if let Err(payload) = catch_unwind(AssertUnwindSafe(move || f(&ev))) {
                 self.stats.panicked();
-                outcome = Err(Error::CallbackPanicked {
+                outcome = Err(Error::CallbackPanicked(Box::new(CallbackPanic {
                     token,
                     message: panic_message(payload),
-                });
+                })));
             }
         }
         match slot.finish(g) {

@@ -6,7 +6,8 @@ use std::io;
 use std::os::fd::RawFd;
 
 /// Everything that can go wrong, each a value: evnexus never panics on bad
-/// input.
+/// input. Two words wide, so that `Result<Occurred>`, the result of every
+/// report, comes back in registers.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -27,8 +28,8 @@ pub enum Error {
     /// dispatched (a timer then has fired) before the failure ended the
     /// registration.
     Backend(io::Error),
-    /// The operation does not apply to this engine's backend.
-    Unsupported(&'static str),
+    /// The operation does not apply to this engine (see [`Unsupported`]).
+    Unsupported(Unsupported),
     /// A registration was modified from inside one of the application's
     /// hooks. The hook could be serving that very registration, whose
     /// modify would then wait for itself; the engine refuses rather than
@@ -37,12 +38,53 @@ pub enum Error {
     /// The callback of `token` panicked. The registration has been ended
     /// (for an fd watch: deregistered, its hook told; a timer had fired
     /// already), its slot torn down; the engine is otherwise unaffected.
-    CallbackPanicked {
-        /// The registration whose callback panicked.
-        token: Token,
-        /// The panic message, when it was a string.
-        message: String,
-    },
+    CallbackPanicked(Box<CallbackPanic>),
+}
+
+/// The panic of a callback, from [`Error::CallbackPanicked`].
+#[derive(Debug)]
+pub struct CallbackPanic {
+    /// The registration whose callback panicked.
+    pub token: Token,
+    /// The panic message, when it was a string.
+    pub message: String,
+}
+
+/// What an [`Error::Unsupported`] operation needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unsupported {
+    /// `Builder::backend(BackendKind::Hooks)` without `Builder::hooks`.
+    HooksMissing,
+    /// `beforepoll`/`afterpoll` need the poll-loop backend.
+    NotPollLoop,
+    /// `afterpoll` with a set that this engine's `beforepoll` did not fill.
+    ForeignPollSet,
+    /// `run_once`/`run` need a built-in loop (io_uring or epoll).
+    NoBuiltinLoop,
+    /// Edge-triggered watches need a built-in loop.
+    EdgeNeedsBuiltinLoop,
+    /// Another thread (or an enclosing callback) is running the loop.
+    LoopBusy,
+}
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unsupported::HooksMissing => "the hooks backend needs Builder::hooks",
+            Unsupported::NotPollLoop => "beforepoll/afterpoll need the poll-loop backend",
+            Unsupported::ForeignPollSet => {
+                "afterpoll needs a set filled by this engine's beforepoll"
+            }
+            Unsupported::NoBuiltinLoop => "run_once/run need a built-in loop (io_uring or epoll)",
+            Unsupported::EdgeNeedsBuiltinLoop => {
+                "edge-triggered watches need a built-in loop (io_uring or epoll)"
+            }
+            Unsupported::LoopBusy => {
+                "another thread (or an enclosing callback) is running this engine's loop"
+            }
+        })
+    }
 }
 
 /// `Result` with [`Error`].
@@ -55,12 +97,12 @@ impl fmt::Display for Error {
             Error::Gone => f.write_str("the registration has ended"),
             Error::Full { limit } => write!(f, "the engine already holds {limit} registrations"),
             Error::Backend(e) => write!(f, "the backend refused: {e}"),
-            Error::Unsupported(what) => write!(f, "unsupported by this engine's backend: {what}"),
+            Error::Unsupported(what) => write!(f, "unsupported: {what}"),
             Error::Reentrant => {
                 f.write_str("a hook called back into the engine for the registration it serves")
             }
-            Error::CallbackPanicked { token, message } => {
-                write!(f, "the callback of {token} panicked: {message}")
+            Error::CallbackPanicked(p) => {
+                write!(f, "the callback of {} panicked: {}", p.token, p.message)
             }
         }
     }
@@ -90,11 +132,19 @@ impl From<Error> for io::Error {
             Error::Backend(inner) => inner.kind(),
             Error::Unsupported(_) => io::ErrorKind::Unsupported,
             Error::Reentrant => io::ErrorKind::WouldBlock,
-            Error::CallbackPanicked { .. } => io::ErrorKind::Other,
+            Error::CallbackPanicked(_) => io::ErrorKind::Other,
         };
         match e {
             Error::Backend(inner) => inner,
             other => io::Error::new(kind, other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_report_result_fits_in_two_registers() {
+        assert!(std::mem::size_of::<crate::Result<crate::Occurred>>() <= 16);
     }
 }

@@ -109,6 +109,8 @@
 
 mod arena;
 mod backend;
+#[doc(hidden)]
+pub mod bench_api;
 mod child;
 mod engine;
 mod error;
@@ -124,7 +126,7 @@ pub use backend::poll::{poll_timeout_ms, PollSet};
 pub use backend::BackendKind;
 pub use child::{ChildEvent, ChildWatch};
 pub use engine::{Builder, Engine, Occurred, Waker};
-pub use error::{Error, Result};
+pub use error::{CallbackPanic, Error, Result, Unsupported};
 pub use fd::{FdEvent, FdWatch, Interest, Readiness};
 pub use hooks::OsEventHooks;
 pub use slot::StaleReason;

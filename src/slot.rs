@@ -197,6 +197,7 @@ impl std::fmt::Debug for State {
 
 /// Why a token was not dispatched.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u8)]
 pub enum StaleReason {
     /// The slot index is beyond anything the arena ever allocated, or the
     /// token is malformed (generation zero).
@@ -367,6 +368,23 @@ impl Slot {
     }
 
     // ----- dispatch -------------------------------------------------------
+
+    /// The reason a report for `g` (a timer report if `timer`) is stale, as
+    /// far as one load of the word can tell; `None` means "try to begin".
+    #[inline]
+    pub(crate) fn quick_stale(&self, g: Generation, timer: bool) -> Option<StaleReason> {
+        // Same order of checks as `begin_fd` and `begin_timer`.
+        let s = self.load();
+        if !s.holds(g) {
+            Some(StaleReason::Generation)
+        } else if s.is_timer() != timer {
+            Some(StaleReason::WrongKind)
+        } else if s.is_dead() {
+            Some(StaleReason::Generation)
+        } else {
+            None
+        }
+    }
 
     /// Tries to take the dispatch of fd watch `g` for an event with
     /// `revents` on `fd` (`None`: the engine's own loop observed it on the

@@ -1,63 +1,71 @@
-//! Engine statistics: counters striped over cache lines so that threads
-//! delivering events in parallel do not contend on one counter line.
+//! Engine statistics, counted where the events happen without a locked
+//! instruction: each thread owns a stripe of counters (one cache line of
+//! its own) and adds with a plain load and store; a snapshot sums the
+//! stripes. Threads beyond [`OWNED_STRIPES`] share one stripe and add
+//! atomically.
 
 use crate::slot::StaleReason;
-use crate::sync::{thread_ordinal, Counter};
+use crate::sync::{owned_stripe, Counter, OWNED_STRIPES};
 use crossbeam_utils::CachePadded;
-
-const STRIPES: usize = 8;
 
 #[derive(Debug, Default)]
 struct Stripe {
     dispatched: Counter,
     reruns: Counter,
-    stale_generation: Counter,
-    stale_fd_mismatch: Counter,
-    stale_out_of_range: Counter,
-    stale_wrong_kind: Counter,
+    /// By [`StaleReason`] as index.
+    stale: [Counter; 4],
     recheck_suppressed: Counter,
     panicked: Counter,
     registered: Counter,
     deregistered: Counter,
 }
 
-#[derive(Debug, Default)]
 pub(crate) struct StatCounters {
-    stripes: [CachePadded<Stripe>; STRIPES],
+    owned: Box<[CachePadded<Stripe>; OWNED_STRIPES]>,
+    shared: CachePadded<Stripe>,
     retired: Counter,
 }
 
-impl StatCounters {
-    #[inline]
-    fn mine(&self) -> &Stripe {
-        &self.stripes[thread_ordinal() % STRIPES]
-    }
-    pub(crate) fn dispatched(&self) {
-        self.mine().dispatched.add(1);
-    }
-    pub(crate) fn rerun(&self) {
-        self.mine().reruns.add(1);
-    }
-    pub(crate) fn stale(&self, reason: StaleReason) {
-        let s = self.mine();
-        match reason {
-            StaleReason::Generation => s.stale_generation.add(1),
-            StaleReason::FdMismatch => s.stale_fd_mismatch.add(1),
-            StaleReason::OutOfRange => s.stale_out_of_range.add(1),
-            StaleReason::WrongKind => s.stale_wrong_kind.add(1),
+impl Default for StatCounters {
+    fn default() -> Self {
+        StatCounters {
+            owned: Box::new(std::array::from_fn(|_| CachePadded::default())),
+            shared: CachePadded::default(),
+            retired: Counter::default(),
         }
     }
+}
+
+impl StatCounters {
+    /// Adds one to the counter `field` picks, in this thread's stripe.
+    #[inline(always)]
+    fn bump(&self, field: impl Fn(&Stripe) -> &Counter) {
+        match owned_stripe() {
+            Some(i) => field(&self.owned[i]).bump_owned(),
+            None => field(&self.shared).add(1),
+        }
+    }
+    pub(crate) fn dispatched(&self) {
+        self.bump(|s| &s.dispatched);
+    }
+    pub(crate) fn rerun(&self) {
+        self.bump(|s| &s.reruns);
+    }
+    #[inline]
+    pub(crate) fn stale(&self, reason: StaleReason) {
+        self.bump(|s| &s.stale[reason as usize]);
+    }
     pub(crate) fn recheck_suppressed(&self) {
-        self.mine().recheck_suppressed.add(1);
+        self.bump(|s| &s.recheck_suppressed);
     }
     pub(crate) fn panicked(&self) {
-        self.mine().panicked.add(1);
+        self.bump(|s| &s.panicked);
     }
     pub(crate) fn registered(&self) {
-        self.mine().registered.add(1);
+        self.bump(|s| &s.registered);
     }
     pub(crate) fn deregistered(&self) {
-        self.mine().deregistered.add(1);
+        self.bump(|s| &s.deregistered);
     }
     pub(crate) fn retired(&self) {
         self.retired.add(1);
@@ -65,13 +73,13 @@ impl StatCounters {
 
     pub(crate) fn snapshot(&self) -> Stats {
         let mut s = Stats::default();
-        for st in &self.stripes {
+        for st in self.owned.iter().chain(std::iter::once(&self.shared)) {
             s.dispatched += st.dispatched.get();
             s.reruns += st.reruns.get();
-            s.stale.generation += st.stale_generation.get();
-            s.stale.fd_mismatch += st.stale_fd_mismatch.get();
-            s.stale.out_of_range += st.stale_out_of_range.get();
-            s.stale.wrong_kind += st.stale_wrong_kind.get();
+            s.stale.generation += st.stale[StaleReason::Generation as usize].get();
+            s.stale.fd_mismatch += st.stale[StaleReason::FdMismatch as usize].get();
+            s.stale.out_of_range += st.stale[StaleReason::OutOfRange as usize].get();
+            s.stale.wrong_kind += st.stale[StaleReason::WrongKind as usize].get();
             s.recheck_suppressed += st.recheck_suppressed.get();
             s.panicked += st.panicked.get();
             s.registered += st.registered.get();

@@ -144,6 +144,18 @@ impl Counter {
         // Relaxed: see the type's doc.
         self.0.load(Ordering::Relaxed)
     }
+    /// Adds one to a counter that only the calling thread writes (a stripe
+    /// it owns, see [`owned_stripe`]): a plain load and store, no locked
+    /// instruction.
+    #[inline]
+    pub(crate) fn bump_owned(&self) {
+        // Relaxed: a single writer (the stripe's owner), so load+store loses
+        // nothing; readers only sum. A stripe changes owner through the
+        // Release/Acquire pair on the claim bitmap, which orders the old
+        // owner's last store before the new owner's first load.
+        self.0
+            .store(self.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
     /// Publishes a count kept elsewhere by one thread.
     pub(crate) fn set(&self, n: u64) {
         // Relaxed: see the type's doc.
@@ -168,4 +180,58 @@ pub(crate) fn thread_ordinal() -> usize {
         }
         o.get()
     })
+}
+
+/// Statistics stripes that threads can own exclusively.
+pub(crate) const OWNED_STRIPES: usize = 64;
+
+/// The statistics stripe the calling thread owns, if it could claim one:
+/// the first 64 threads alive at once each own one (in every engine) and
+/// count with plain stores; further threads share an atomic stripe. The
+/// claim is released when the thread exits. Plain `std` under loom too,
+/// like [`Counter`].
+#[inline]
+pub(crate) fn owned_stripe() -> Option<usize> {
+    use std::sync::atomic::AtomicU64;
+    static CLAIMED: AtomicU64 = AtomicU64::new(0);
+
+    struct Claim(Option<usize>);
+
+    impl Claim {
+        fn new() -> Claim {
+            // Acquire: pairs with the Release in `drop`, so the new owner
+            // sees the old owner's counts.
+            let mut bits = CLAIMED.load(Ordering::Acquire);
+            loop {
+                if bits == u64::MAX {
+                    return Claim(None);
+                }
+                let i = (!bits).trailing_zeros() as usize;
+                match CLAIMED.compare_exchange_weak(
+                    bits,
+                    bits | 1 << i,
+                    Ordering::Acquire,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Claim(Some(i)),
+                    Err(actual) => bits = actual,
+                }
+            }
+        }
+    }
+
+    impl Drop for Claim {
+        fn drop(&mut self) {
+            if let Some(i) = self.0 {
+                // Release: see `new`.
+                CLAIMED.fetch_and(!(1 << i), Ordering::Release);
+            }
+        }
+    }
+
+    std::thread_local! {
+        static CLAIM: Claim = Claim::new();
+    }
+    // During thread teardown the claim may be gone: share then.
+    CLAIM.try_with(|c| c.0).ok().flatten()
 }

@@ -260,7 +260,7 @@ fn repr<T>(r: evnexus::Result<T>) -> Res<T> {
             }
         }
         Error::Reentrant => ErrRepr::Reentrant,
-        Error::CallbackPanicked { token, message } => ErrRepr::Panicked(token.as_u64(), message),
+        Error::CallbackPanicked(p) => ErrRepr::Panicked(p.token.as_u64(), p.message),
         other => ErrRepr::Other(other.to_string()),
     })
 }

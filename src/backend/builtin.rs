@@ -25,7 +25,7 @@ use crate::backend::timers::TimerQueue;
 use crate::backend::wake::WakeFd;
 use crate::backend::{Backend, BackendKind};
 use crate::engine::{Engine, Occurred};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Unsupported};
 use crate::fd::Interest;
 use crate::slot::BackendReg;
 use crate::sync::{AtomicBool, AtomicU64, Counter, Ordering, StdArc};
@@ -233,9 +233,7 @@ impl<W: Waiter> Builtin<W> {
     /// The loop: one wait, then every event and due timer dispatched.
     pub(crate) fn run_once(&self, engine: &Engine, timeout: Option<Duration>) -> Result<usize> {
         let Some(_guard) = self.driver.enter() else {
-            return Err(Error::Unsupported(
-                "another thread (or an enclosing callback) is running this engine's loop",
-            ));
+            return Err(Error::Unsupported(Unsupported::LoopBusy));
         };
         let inner = engine.inner();
         self.signals.wake.arm();

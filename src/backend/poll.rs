@@ -17,7 +17,7 @@
 use crate::backend::wake::WakeFd;
 use crate::backend::{Backend, BackendKind};
 use crate::engine::{Engine, Occurred};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Unsupported};
 use crate::fd::{param_fd, param_interest, Interest};
 use crate::slot::BackendReg;
 use crate::token::Token;
@@ -143,9 +143,10 @@ pub fn poll_timeout_ms(d: Option<Duration>) -> libc::c_int {
 
 impl Engine {
     fn poll_backend(&self) -> Result<&PollBackend> {
-        self.inner().backend.as_poll().ok_or(Error::Unsupported(
-            "beforepoll/afterpoll need an engine without hooks",
-        ))
+        self.inner()
+            .backend
+            .as_poll()
+            .ok_or(Error::Unsupported(Unsupported::NotPollLoop))
     }
 
     /// Fills `set` with the engine's fds and returns how long `poll()` may
@@ -199,9 +200,7 @@ impl Engine {
     pub fn afterpoll(&self, set: &mut PollSet) -> Result<usize> {
         let backend = self.poll_backend()?;
         if set.owner != self.inner().id || set.engine_len == 0 {
-            return Err(Error::Unsupported(
-                "afterpoll needs a set filled by this engine's beforepoll",
-            ));
+            return Err(Error::Unsupported(Unsupported::ForeignPollSet));
         }
         if set.armed {
             backend.wake.disarm();

@@ -1,0 +1,64 @@
+//! The arena and slot protocol alone, without callbacks or a backend, for
+//! the `arena` benchmark to set beside other slabs. Not part of the API.
+
+use crate::arena::Arena;
+use crate::slot::{EndCtrl, Kill};
+use crate::token::{Generation, Token, MAX_SLOTS};
+
+/// A bare nexus arena: insert hands out a token, remove ends it, and
+/// `contains` is the generation check of every event.
+pub struct BareArena {
+    arena: Arena,
+}
+
+impl Default for BareArena {
+    fn default() -> Self {
+        BareArena {
+            arena: Arena::new(MAX_SLOTS, Generation::FIRST),
+        }
+    }
+}
+
+impl BareArena {
+    /// Claims a slot and publishes a registration in it.
+    pub fn insert(&self) -> Option<Token> {
+        let (index, slot) = self.arena.alloc().ok()?;
+        let g = slot.load().generation();
+        // SAFETY: `alloc` handed us this free slot, unpublished.
+        unsafe { slot.publish(g, true) };
+        let _ = slot.end_ctrl(g, |_| {});
+        Some(Token::new(index, g))
+    }
+
+    /// Ends the registration `token` and frees its slot; `false` if it was
+    /// not live.
+    pub fn remove(&self, token: Token) -> bool {
+        let Some(g) = token.generation() else {
+            return false;
+        };
+        let Some(slot) = self.arena.get(token.index()) else {
+            return false;
+        };
+        match slot.kill(g) {
+            Kill::Killed { took_ctrl: true } => {
+                if slot.end_ctrl(g, |_| {}) == EndCtrl::TearDown && slot.release(g).0.is_some() {
+                    self.arena.recycle(token.index());
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `token` names a live registration (the check every report
+    /// makes before its CAS).
+    pub fn contains(&self, token: Token) -> bool {
+        let Some(g) = token.generation() else {
+            return false;
+        };
+        self.arena.get(token.index()).is_some_and(|slot| {
+            let s = slot.load();
+            s.is_live() && s.generation() == g && !s.is_dead()
+        })
+    }
+}
