@@ -68,6 +68,35 @@
 //! Applications whose loop is a plain `poll()` use [`Engine::beforepoll`]
 //! and [`Engine::afterpoll`] instead of hooks.
 //!
+//! ## The built-in loop
+//!
+//! Programs without a loop of their own let the engine wait, on io_uring
+//! (or epoll where the kernel refuses io_uring):
+//!
+//! ```
+//! use evnexus::{Engine, Interest};
+//! use std::os::fd::AsRawFd;
+//! use std::time::Duration;
+//!
+//! let engine = Engine::new()?;
+//! let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+//! let _watch = engine.register_fd(a.as_raw_fd(), Interest::READABLE, move |ev| {
+//!     let mut buf = [0u8; 16];
+//!     let n = std::io::Read::read(&mut &a, &mut buf).unwrap(); // the callback owns `a`
+//!     assert_eq!(&buf[..n], b"hello");
+//!     ev.engine().stop();
+//! })?;
+//! let _timer = engine.timer_after(Duration::from_secs(5), |_| panic!("too slow"))?;
+//! std::io::Write::write_all(&mut b, b"hello").unwrap();
+//! engine.run()?; // until the callback stops it
+//! # Ok::<(), evnexus::Error>(())
+//! ```
+//!
+//! Level-triggered watches (the default) run again while the condition
+//! holds; [`Interest::EDGE`] asks for one run per edge. Registrations and
+//! changes from any thread take effect while the loop waits; [`Waker`]
+//! interrupts the wait; [`Engine::watch_child`] reports a child's exit.
+//!
 //! ## Guarantees
 //!
 //! - **A token is not a pointer.** Any `u64` may be reported. An index past
