@@ -271,7 +271,12 @@ impl Waiter for UringWaiter {
             Some(Duration::ZERO)
         };
         self.submit_wait(1, timeout)?;
-        out.append(&mut self.reaped);
+        if out.is_empty() {
+            // Hand over the reaped events without copying them.
+            std::mem::swap(out, &mut self.reaped);
+        } else {
+            out.append(&mut self.reaped);
+        }
         if std::mem::take(&mut self.epoll_ready) {
             // The epoll fd is readable: take its events without blocking.
             let len = self.buf.len() as libc::c_int;
