@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""The report command: one table of evnexus against its peers, from criterion's results.
+
+Reads every  <criterion dir>/<group>/<function>/<parameter>/new/{benchmark,estimates}.json
+(criterion's layout; benchmark.json has the group, function and parameter ids,
+estimates.json the median's point estimate in ns) and prints one markdown table:
+for every group and parameter, each evnexus entry (function id starting with
+"evnexus") against each peer (any other function id) measured in the same group
+with the same parameter string, with the ratio peer median / evnexus median
+(> 1: evnexus is faster).
+
+With --write-readme, the table, the date (UTC), the machine (CPU model, cores,
+kernel) and the command replace what is between the README's markers
+  <!-- perf:begin -->  and  <!-- perf:end -->
+so the README's numbers are never typed by hand.
+
+Standard library only. Groups and parameters without a pair are listed under the
+table, not an error: the benches may be partly run.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+
+BEGIN = "<!-- perf:begin -->"
+END = "<!-- perf:end -->"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def default_dirs():
+    target = os.environ.get("CARGO_TARGET_DIR") or "target"
+    if not os.path.isabs(target):
+        target = os.path.join(REPO, target)
+    return [os.path.join(target, "criterion")]
+
+
+def load(dirs):
+    """{(group, function, parameter): (median_ns, mtime, path)}; the newest wins."""
+    found = {}
+    for root in dirs:
+        if not os.path.isdir(root):
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d != "report"]
+            if os.path.basename(dirpath) != "new" or "benchmark.json" not in filenames \
+                    or "estimates.json" not in filenames:
+                continue
+            try:
+                with open(os.path.join(dirpath, "benchmark.json")) as f:
+                    bench = json.load(f)
+                est_path = os.path.join(dirpath, "estimates.json")
+                with open(est_path) as f:
+                    median = float(json.load(f)["median"]["point_estimate"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                print(f"report.py: skipping {dirpath}: {e}", file=sys.stderr)
+                continue
+            group = bench.get("group_id") or "?"
+            function = bench.get("function_id") or ""
+            param = bench.get("value_str") or ""
+            if not function:
+                # bench_function("name") outside a BenchmarkId: the name is the function.
+                function, param = param or group, ""
+            key = (group, function, param)
+            mtime = os.path.getmtime(est_path)
+            if key not in found or mtime > found[key][1]:
+                found[key] = (median, mtime, dirpath)
+    return found
+
+
+def fmt_time(ns):
+    if ns < 1e3:
+        return f"{ns:.3g} ns" if ns < 100 else f"{ns:.0f} ns"
+    if ns < 1e6:
+        return f"{ns / 1e3:.3g} µs"
+    if ns < 1e9:
+        return f"{ns / 1e6:.3g} ms"
+    return f"{ns / 1e9:.3g} s"
+
+
+def is_evnexus(function):
+    return function.startswith("evnexus")
+
+
+def build(found):
+    """Rows of the table and a list of what had no pair."""
+    by_cell = {}
+    for (group, function, param), (median, _, _) in found.items():
+        by_cell.setdefault((group, param), []).append((function, median))
+    rows, unpaired = [], []
+    for (group, param) in sorted(by_cell):
+        entries = sorted(by_cell[(group, param)])
+        ours = [e for e in entries if is_evnexus(e[0])]
+        peers = [e for e in entries if not is_evnexus(e[0])]
+        if not ours or not peers:
+            names = ", ".join(f for f, _ in entries)
+            why = "no peer" if ours else "no evnexus entry"
+            unpaired.append(f"{group} {param or '-'} ({why}: {names})")
+            continue
+        for f, m in ours:
+            for pf, pm in peers:
+                rows.append((group, param or "-", f, m, pf, pm, pm / m if m > 0 else float("inf")))
+    return rows, unpaired
+
+
+def table(rows):
+    head = ["group", "parameter", "evnexus", "evnexus median", "peer", "peer median",
+            "peer / evnexus (>1: evnexus faster)"]
+    body = [[g, p, f, fmt_time(m), pf, fmt_time(pm), f"{r:.2f}"] for g, p, f, m, pf, pm, r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    right = {3, 5, 6}
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2))
+                         for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(head), sep] + [line(b) for b in body])
+
+
+def machine():
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for l in f:
+                if l.startswith("model name"):
+                    model = l.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    cores = os.cpu_count() or 0
+    return f"{model}, {cores} cores, Linux {platform.release()}" if platform.system() == "Linux" \
+        else f"{model}, {cores} cores, {platform.system()} {platform.release()}"
+
+
+def section(rows, unpaired, found, command):
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    times = [v[1] for v in found.values()]
+    oldest = datetime.datetime.fromtimestamp(min(times), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    newest = datetime.datetime.fromtimestamp(max(times), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    parts = [
+        "Criterion medians, each evnexus entry against each peer measured in the same "
+        "group with the same parameter; the ratio is peer / evnexus, so **above 1 "
+        "evnexus is faster**, below 1 the peer is.",
+        "",
+        table(rows),
+        "",
+    ]
+    if unpaired:
+        parts += ["Without a pair (not in the table): " + "; ".join(unpaired) + ".", ""]
+    parts += [
+        f"Generated {now} on {machine()}, from {len(found)} criterion results "
+        f"(measured {oldest if oldest == newest else oldest + ' to ' + newest} UTC), by `{command}`. "
+        "Regenerate: `cargo bench` then `python3 perf/report.py --write-readme`; "
+        "never edit these numbers by hand.",
+    ]
+    return "\n".join(parts)
+
+
+def write_readme(path, body):
+    with open(path) as f:
+        text = f.read()
+    b, e = text.find(BEGIN), text.find(END)
+    if b < 0 or e < 0 or e < b:
+        sys.exit(f"report.py: {path} lacks the markers {BEGIN} ... {END} (in that order)")
+    new = text[: b + len(BEGIN)] + "\n" + body + "\n" + text[e:]
+    with open(path, "w") as f:
+        f.write(new)
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description="One table of evnexus against its peers from criterion's results "
+                    "(ratio peer/evnexus: above 1, evnexus is faster).")
+    ap.add_argument("--criterion-dir", action="append", metavar="DIR",
+                    help="criterion output directory; may be repeated, the newest result "
+                         "of each benchmark wins [$CARGO_TARGET_DIR/criterion or target/criterion]")
+    ap.add_argument("--write-readme", action="store_true",
+                    help=f"replace the README's {BEGIN} ... {END} section with the table")
+    ap.add_argument("--readme", default=os.path.join(REPO, "README.md"), help="[README.md]")
+    args = ap.parse_args()
+
+    dirs = args.criterion_dir or default_dirs()
+    found = load(dirs)
+    if not found:
+        sys.exit("report.py: no criterion results under " + ", ".join(dirs)
+                 + " (run `cargo bench` first)")
+    rows, unpaired = build(found)
+    # The command as one could type it in the repository root.
+    cmd_args = [os.path.relpath(a, REPO) if os.path.isabs(a) and a.startswith(REPO + os.sep) else a
+                for a in sys.argv[1:]]
+    command = "python3 perf/report.py" + ("" if not cmd_args else " " + " ".join(shlex.quote(a) for a in cmd_args))
+    if not rows:
+        print("report.py: no evnexus entry has a peer with the same group and parameter", file=sys.stderr)
+        for u in unpaired:
+            print("  " + u, file=sys.stderr)
+        sys.exit(1)
+    body = section(rows, unpaired, found, command)
+    print(body)
+    if args.write_readme:
+        write_readme(args.readme, body)
+        print(f"\n(written to {args.readme})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
