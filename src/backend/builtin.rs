@@ -251,11 +251,11 @@ impl<W: Waiter> Builtin<W> {
                     self.stale_timers.store(0, Ordering::Relaxed);
                     st.timers.compact(|t, d| inner.timer_deadline(t) == Some(d));
                 }
-                let now = self.clock.now();
+                // No timers, no clock read (a `clock_gettime` per wait).
                 let until_timer = st
                     .timers
                     .next_deadline()
-                    .map(|d| Duration::from_nanos(d.saturating_sub(now)));
+                    .map(|d| Duration::from_nanos(d.saturating_sub(self.clock.now())));
                 // (A stop request wrote the wake-up eventfd: this wait
                 // returns at once, and `run` then sees the flag.)
                 let wait = match (timeout, until_timer) {
@@ -295,16 +295,19 @@ impl<W: Waiter> Builtin<W> {
                 }
             }
         }
-        let mut due = self
+        let (mut due, now) = self
             .driver
             .with(|st| {
                 st.events = events; // keep the capacity
                 let mut due = std::mem::take(&mut st.due);
-                st.timers.pop_due(self.clock.now(), &mut due);
-                due
+                let mut now = 0;
+                if st.timers.next_deadline().is_some() {
+                    now = self.clock.now();
+                    st.timers.pop_due(now, &mut due);
+                }
+                (due, now)
             })
             .expect("the driving thread can borrow its state");
-        let now = self.clock.now();
         for token in due.drain(..) {
             if let Some(r) = engine.fire_if_due(token, now) {
                 tally.note(r);
