@@ -21,6 +21,7 @@ impl Default for BareArena {
 
 impl BareArena {
     /// Claims a slot and publishes a registration in it.
+    #[inline]
     pub fn insert(&self) -> Option<Token> {
         let (index, slot) = self.arena.alloc().ok()?;
         let g = slot.load().generation();
@@ -32,6 +33,7 @@ impl BareArena {
 
     /// Ends the registration `token` and frees its slot; `false` if it was
     /// not live.
+    #[inline]
     pub fn remove(&self, token: Token) -> bool {
         let Some(g) = token.generation() else {
             return false;
@@ -52,6 +54,7 @@ impl BareArena {
 
     /// Whether `token` names a live registration (the check every report
     /// makes before its CAS).
+    #[inline]
     pub fn contains(&self, token: Token) -> bool {
         let Some(g) = token.generation() else {
             return false;

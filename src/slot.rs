@@ -272,7 +272,11 @@ pub(crate) enum EndCtrl {
 
 /// One arena cell. Its memory lives as long as the engine; only the state
 /// word's current owner touches the cells (see the module doc for who owns
-/// what, when).
+/// what, when). One cache line each: 56 bytes of fields would otherwise let
+/// two registrations share a line, and two threads reporting for
+/// neighbouring slots would contend on it (measured: 20 ns per report
+/// alone, 43-55 ns beside a neighbour).
+#[repr(align(64))]
 pub(crate) struct Slot {
     state: AtomicU64,
     /// fd watch: the fd in the low 32 bits, the interest above. Timer: the

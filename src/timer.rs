@@ -26,9 +26,14 @@ impl Clock {
     }
     /// Offset of `at`; instants before the base clamp to 0 (already due),
     /// instants more than 584 years ahead clamp to the far future.
+    #[inline]
     pub(crate) fn offset(&self, at: Instant) -> u64 {
         let d = at.saturating_duration_since(self.base);
-        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+        // Without the u128 of `as_nanos`: seconds fit 64 bits of nanoseconds
+        // for 584 years, and saturate after.
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
     }
     /// The offset of now.
     pub(crate) fn now(&self) -> u64 {

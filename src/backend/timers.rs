@@ -4,10 +4,11 @@
 //!
 //! Measured on the development machine at 10,000 and 100,000 timers, a heap
 //! with one bounded wait beats one io_uring TIMEOUT operation per timer by
-//! 20x to 100x (register+cancel ~7-20 ns against ~1,500 ns; register+fire
-//! ~55-65 ns against ~1,000-1,200 ns; the kernel keeps ring timeouts in a
-//! sorted list and each costs an SQE and a CQE), so the io_uring loop uses
-//! this queue too.
+//! 20x to 100x (the queue's own register+cancel ~7-20 ns against ~1,500 ns;
+//! register+fire ~55-65 ns against ~1,000-1,200 ns; the kernel keeps ring
+//! timeouts in a sorted list and each costs an SQE and a CQE), so the
+//! io_uring loop uses this queue too. (Through the engine a timer costs
+//! more: a slot, a handle, the command queue; see `benches/timers.rs`.)
 //!
 //! Entries are never removed on cancel or modify: the slot is the truth.
 //! An entry fires only if its timer is still live with exactly this
