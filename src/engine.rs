@@ -348,9 +348,12 @@ impl Engine {
         if let Some(reason) = slot.quick_stale(g, false) {
             return Ok(inner.reject(reason));
         }
-        self.occurred_fd_at(slot, index, g, token, fd, revents)
+        self.occurred_fd_at(slot, index, g, token, Some(fd), revents)
     }
 
+    /// Begins the dispatch of fd watch `g` in `slot` and runs it, defers it
+    /// or rejects it. `fd: None`: the engine's own loop saw the event on the
+    /// registered fd, no fd check.
     #[inline(never)]
     fn occurred_fd_at(
         &self,
@@ -358,12 +361,15 @@ impl Engine {
         index: u32,
         g: Generation,
         token: Token,
-        fd: RawFd,
+        fd: Option<RawFd>,
         revents: Readiness,
     ) -> Result<Occurred> {
         let inner = &*self.inner;
-        match slot.begin_fd(g, Some(fd), revents.bits()) {
-            Begin::Owned => inner.dispatch_fd(self, slot, index, g, token, fd, revents),
+        match slot.begin_fd(g, fd, revents.bits()) {
+            Begin::Owned => {
+                let fd = fd.unwrap_or_else(|| param_fd(slot.param()));
+                inner.dispatch_fd(self, slot, index, g, token, fd, revents)
+            }
             Begin::Deferred => {
                 inner.stats.rerun();
                 Ok(Occurred::Deferred)
@@ -442,18 +448,8 @@ impl Engine {
         let Some((index, slot, g)) = inner.resolve(token) else {
             return Ok(inner.reject(StaleReason::OutOfRange));
         };
-        match slot.begin_fd(g, None, revents) {
-            Begin::Owned => {
-                let fd = param_fd(slot.param());
-                let readiness = Readiness::from_bits(revents);
-                inner.dispatch_fd(self, slot, index, g, token, fd, readiness)
-            }
-            Begin::Deferred => {
-                inner.stats.rerun();
-                Ok(Occurred::Deferred)
-            }
-            Begin::Stale(reason) => Ok(inner.reject(reason)),
-        }
+        let readiness = Readiness::from_bits(revents);
+        self.occurred_fd_at(slot, index, g, token, None, readiness)
     }
 
     /// The engine's own loop fires `token` if it is due at `now` (an offset
