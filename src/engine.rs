@@ -59,8 +59,7 @@ pub struct Builder {
 
 impl Builder {
     /// Carry registrations in the application's own loop (see
-    /// [`OsEventHooks`]). Without hooks the engine serves a plain `poll()`
-    /// loop through [`Engine::beforepoll`] and [`Engine::afterpoll`].
+    /// [`OsEventHooks`]); sets the backend to [`BackendKind::Hooks`].
     pub fn hooks<H: OsEventHooks>(mut self, hooks: H) -> Builder {
         self.hooks = Some(Box::new(HooksBackend(hooks)));
         self.kind = Some(BackendKind::Hooks);
@@ -171,7 +170,7 @@ impl Builder {
                 clock,
                 recheck: self.recheck,
                 limit: self.limit,
-                id: next_engine_id(),
+                id: crate::sync::next_engine_id(),
                 waiters: Mutex::new(()),
                 waiters_cv: Condvar::new(),
             }),
@@ -475,17 +474,7 @@ impl Engine {
     pub(crate) fn scan(&self, mut visit: impl FnMut(Token, State, u64)) {
         let arena = &self.inner.arena;
         for index in 0..arena.claimed() {
-            let Some(slot) = arena.get(index) else {
-                continue;
-            };
-            let s = slot.load();
-            if !s.is_live() || s.is_dead() {
-                continue;
-            }
-            let param = slot.param();
-            // The param is only meaningful if the word has not moved to
-            // another generation meanwhile.
-            if slot.load().generation() == s.generation() {
+            if let Some((s, param)) = arena.get(index).and_then(Slot::live_param) {
                 visit(Token::new(index, s.generation()), s, param);
             }
         }
@@ -525,13 +514,6 @@ fn refuses_io_uring(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL | libc::EOPNOTSUPP)
     )
-}
-
-fn next_engine_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    // Relaxed: only uniqueness matters.
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Wakes an engine's built-in loop from any thread: a `run_once` that
@@ -604,32 +586,25 @@ impl Inner {
     }
 
     pub(crate) fn is_live(&self, token: Token) -> bool {
-        self.resolve(token).is_some_and(|(_, slot, g)| {
-            let s = slot.load();
-            s.is_live() && s.generation() == g && !s.is_dead()
-        })
+        self.live_param(token).is_some()
+    }
+
+    /// State and param of the live, not ended registration `token`.
+    fn live_param(&self, token: Token) -> Option<(State, u64)> {
+        let (_, slot, g) = self.resolve(token)?;
+        slot.live_param().filter(|(s, _)| s.generation() == g)
     }
 
     /// fd and interest of the live fd watch `token`.
     pub(crate) fn fd_watch(&self, token: Token) -> Option<(RawFd, Interest)> {
-        let (_, slot, g) = self.resolve(token)?;
-        let s = slot.load();
-        if !s.is_live() || s.generation() != g || s.is_dead() || s.is_timer() {
-            return None;
-        }
-        let param = slot.param();
-        (slot.load().generation() == g).then(|| (param_fd(param), param_interest(param)))
+        let (s, param) = self.live_param(token)?;
+        (!s.is_timer()).then(|| (param_fd(param), param_interest(param)))
     }
 
     /// Deadline of the pending timer `token`.
     pub(crate) fn timer_deadline(&self, token: Token) -> Option<u64> {
-        let (_, slot, g) = self.resolve(token)?;
-        let s = slot.load();
-        if !s.is_live() || s.generation() != g || s.is_dead() || !s.is_timer() {
-            return None;
-        }
-        let param = slot.param();
-        (slot.load().generation() == g).then_some(param)
+        let (s, param) = self.live_param(token)?;
+        s.is_timer().then_some(param)
     }
 
     /// Second half of a registration: the registrant holds `CTRL` and has

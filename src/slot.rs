@@ -336,6 +336,18 @@ impl Slot {
         self.param.load(Ordering::Acquire)
     }
 
+    /// The state and param of the registration this slot holds, if it is
+    /// live and not ended, read consistently: `None` also when the slot moved
+    /// to another generation while the param was read.
+    pub(crate) fn live_param(&self) -> Option<(State, u64)> {
+        let s = self.load();
+        if !s.is_live() || s.is_dead() {
+            return None;
+        }
+        let param = self.param();
+        (self.load().generation() == s.generation()).then_some((s, param))
+    }
+
     /// Sets the param word. Only the registrant (before publish) or the
     /// `CTRL` holder may call this.
     pub(crate) fn set_param(&self, value: u64) {

@@ -182,6 +182,15 @@ pub(crate) fn thread_ordinal() -> usize {
     })
 }
 
+/// A number never handed out twice in this process (1, 2, ...), naming an
+/// engine. Plain `std` under loom too, like [`Counter`].
+pub(crate) fn next_engine_id() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    // Relaxed: only uniqueness matters.
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Statistics stripes that threads can own exclusively.
 pub(crate) const OWNED_STRIPES: usize = 64;
 

@@ -23,8 +23,8 @@
 use crate::backend::driver::Driver;
 use crate::backend::timers::TimerQueue;
 use crate::backend::wake::WakeFd;
-use crate::backend::{Backend, BackendKind};
-use crate::engine::{Engine, Occurred};
+use crate::backend::{Backend, BackendKind, Tally};
+use crate::engine::Engine;
 use crate::error::{Error, Result, Unsupported};
 use crate::fd::Interest;
 use crate::slot::BackendReg;
@@ -346,35 +346,6 @@ impl<W: Waiter> Builtin<W> {
     fn timer_command(&self, token: Token, deadline: Instant) {
         // A timer command cannot fail: it only pushes to the heap.
         let _ = self.command(Command::Timer(token, self.clock.offset(deadline)));
-    }
-}
-
-/// Counts dispatches and keeps the first error.
-#[derive(Default)]
-struct Tally {
-    ran: usize,
-    first_error: Option<Error>,
-}
-
-impl Tally {
-    fn note(&mut self, r: Result<Occurred>) {
-        match r {
-            Ok(Occurred::Dispatched) => self.ran += 1,
-            Ok(_) => {}
-            Err(e) => {
-                self.ran += 1;
-                self.error(e);
-            }
-        }
-    }
-    fn error(&mut self, e: Error) {
-        self.first_error.get_or_insert(e);
-    }
-    fn finish(self) -> Result<usize> {
-        match self.first_error {
-            Some(e) => Err(e),
-            None => Ok(self.ran),
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! timeouts; `epoll_wait` with the timeout rounded up to whole milliseconds
 //! on kernels before 5.11). Used where the kernel refuses io_uring.
 
-use crate::backend::builtin::{Event, Waiter, EPOLL_DATA, WAKE_DATA};
+use crate::backend::builtin::{Event, Waiter, WAKE_DATA};
 use crate::backend::BackendKind;
 use crate::fd::Interest;
 use crate::token::Token;
@@ -34,7 +34,7 @@ pub(crate) fn translate(events: &[libc::epoll_event], out: &mut Vec<Event>) {
         let data = e.u64;
         if data == WAKE_DATA {
             out.push(Event::Wake);
-        } else if data != EPOLL_DATA {
+        } else {
             // poll(2) and epoll share their low 16 bits.
             out.push(Event::Ready(Token::from_u64(data), e.events as u16));
         }

@@ -6,6 +6,8 @@
 //! come back through the engine's one dispatch path (`occurred_*`), which is
 //! the same for every backend.
 
+use crate::engine::Occurred;
+use crate::error::{Error, Result};
 use crate::fd::Interest;
 use crate::slot::BackendReg;
 use crate::token::Token;
@@ -75,5 +77,35 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Submission-queue-full retries and completion-queue overflows so far.
     fn pressure(&self) -> (u64, u64) {
         (0, 0)
+    }
+}
+
+/// What a loop's batch did: callbacks run, and the first error, returned
+/// after the whole batch was dispatched.
+#[derive(Default)]
+pub(crate) struct Tally {
+    ran: usize,
+    first_error: Option<Error>,
+}
+
+impl Tally {
+    pub(crate) fn note(&mut self, r: Result<Occurred>) {
+        match r {
+            Ok(Occurred::Dispatched) => self.ran += 1,
+            Ok(_) => {}
+            Err(e) => {
+                self.ran += 1;
+                self.error(e);
+            }
+        }
+    }
+    pub(crate) fn error(&mut self, e: Error) {
+        self.first_error.get_or_insert(e);
+    }
+    pub(crate) fn finish(self) -> Result<usize> {
+        match self.first_error {
+            Some(e) => Err(e),
+            None => Ok(self.ran),
+        }
     }
 }

@@ -15,8 +15,8 @@
 //! wakes and picks it up on its next `beforepoll`.
 
 use crate::backend::wake::WakeFd;
-use crate::backend::{Backend, BackendKind};
-use crate::engine::{Engine, Occurred};
+use crate::backend::{Backend, BackendKind, Tally};
+use crate::engine::Engine;
 use crate::error::{Error, Result, Unsupported};
 use crate::fd::{param_fd, param_interest, Interest};
 use crate::slot::BackendReg;
@@ -209,20 +209,11 @@ impl Engine {
         if set.fds[0].revents != 0 {
             backend.wake.drain();
         }
-        let mut ran = 0;
-        let mut first_error = None;
-        let mut note = |r: Result<Occurred>| match r {
-            Ok(Occurred::Dispatched) => ran += 1,
-            Ok(_) => {}
-            Err(e) => {
-                ran += 1;
-                first_error.get_or_insert(e);
-            }
-        };
+        let mut tally = Tally::default();
         for (pfd, &token) in set.fds[1..set.engine_len].iter().zip(&set.tokens) {
             if pfd.revents != 0 {
                 let revents = crate::fd::Readiness::from_poll_revents(pfd.revents);
-                note(self.occurred_fd(token, pfd.fd, revents));
+                tally.note(self.occurred_fd(token, pfd.fd, revents));
             }
         }
         let now = self.inner().clock.offset(Instant::now());
@@ -231,13 +222,10 @@ impl Engine {
         set.timers.sort_by_key(|&(deadline, _)| deadline);
         for &(_, token) in &set.timers {
             if let Some(r) = self.fire_if_due(token, now) {
-                note(r);
+                tally.note(r);
             }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(ran),
-        }
+        tally.finish()
     }
 
     /// One iteration of a `poll()` loop over the engine's fds alone:
