@@ -144,8 +144,9 @@ pub(crate) fn churn_thread(
                 }
                 c.new_channel.fetch_add(1, Ordering::Relaxed);
             }
-            // Cancel the heartbeat and start a new one.
-            55..=89 => {
+            // Cancel the heartbeat and start a new one (a sentinel once
+            // 1 in 4 times), unless it is a sentinel still in its time.
+            55..=89 if !d.heart.guarded(shared) => {
                 let old = lock(&d.heart.slot).take();
                 if let Some(old) = old {
                     if retire_timer(old, shared) {
@@ -154,6 +155,7 @@ pub(crate) fn churn_thread(
                 }
                 match arm_heartbeat(engine, &d.heart, shared, heartbeat_delay(&mut rng)) {
                     Ok(h) => {
+                        h.reg.sentinel.store(rng.one_in(4), Ordering::SeqCst);
                         let displaced = lock(&d.heart.slot).replace(h);
                         if let Some(displaced) = displaced {
                             if retire_timer(displaced, shared) {
@@ -184,8 +186,9 @@ pub(crate) fn churn_thread(
                     }
                 }
             }
-            // Move the heartbeat's deadline (timeout_modify).
-            _ => {
+            // Move the heartbeat's deadline (timeout_modify), unless it is
+            // a sentinel; then make it one 1 in 4 times.
+            95..=99 if !d.heart.is_sentinel() => {
                 let slot = lock(&d.heart.slot);
                 if let Some(h) = slot.as_ref() {
                     let at = Instant::now() + heartbeat_delay(&mut rng);
@@ -195,10 +198,15 @@ pub(crate) fn churn_thread(
                     if h.timer.reset_at(at).is_ok() {
                         h.reg.deadline.store(at_ns, Ordering::SeqCst);
                         c.timer_reset.fetch_add(1, Ordering::Relaxed);
+                        if rng.one_in(4) {
+                            h.reg.sentinel.store(true, Ordering::SeqCst);
+                        }
                     }
                     h.reg.pending_deadline.store(0, Ordering::SeqCst);
                 }
             }
+            // A sentinel heartbeat in its time: left alone.
+            _ => {}
         }
         thread::sleep(pace);
     }

@@ -29,8 +29,17 @@ pub(crate) struct TimerReg {
     pub(crate) cancelled: AtomicBool,
     /// A genuine report of this timer was rejected before any cancel began.
     pub(crate) lost_report: AtomicBool,
+    /// A sentinel: the churn thread neither resets it nor cancels it until
+    /// it has fired or is [`LOST_AFTER`] overdue, so that a timer the
+    /// engine loses is seen as lost (the churn thread otherwise cancels
+    /// each heartbeat within about 100 ms, and a timer cancelled before it
+    /// fired is lost only if it was that long overdue).
+    pub(crate) sentinel: AtomicBool,
     pub(crate) dropped: Arc<AtomicBool>,
 }
+
+/// How long past its deadline a timer that never fired counts as lost.
+const LOST_AFTER: Duration = Duration::from_secs(2);
 
 /// A live heartbeat with what its cancel checks.
 pub(crate) struct TimerHandle {
@@ -43,6 +52,28 @@ pub(crate) struct TimerHandle {
 pub(crate) struct Heart {
     pub(crate) slot: Mutex<Option<TimerHandle>>,
     pub(crate) stats: Arc<DomainStats>,
+}
+
+impl Heart {
+    /// Whether the current timer is a sentinel (see `TimerReg::sentinel`).
+    pub(crate) fn is_sentinel(&self) -> bool {
+        let slot = lock(&self.slot);
+        slot.as_ref()
+            .is_some_and(|h| h.reg.sentinel.load(Ordering::SeqCst))
+    }
+
+    /// Whether the churn thread must leave the heartbeat alone for now:
+    /// its timer is a sentinel that has not fired and is not yet
+    /// [`LOST_AFTER`] overdue.
+    pub(crate) fn guarded(&self, shared: &Shared) -> bool {
+        let slot = lock(&self.slot);
+        slot.as_ref().is_some_and(|h| {
+            let reg = &h.reg;
+            reg.sentinel.load(Ordering::SeqCst)
+                && reg.fired.load(Ordering::SeqCst) == 0
+                && Instant::now() < shared.at(reg.deadline.load(Ordering::SeqCst)) + LOST_AFTER
+        })
+    }
 }
 
 /// 5-50 ms: most heartbeats fire before the churn thread gets to them.
@@ -68,6 +99,7 @@ pub(crate) fn arm_heartbeat(
         cancel_started: AtomicBool::new(false),
         cancelled: AtomicBool::new(false),
         lost_report: AtomicBool::new(false),
+        sentinel: AtomicBool::new(false),
         dropped: Arc::new(AtomicBool::new(false)),
     });
     let callback = {
@@ -224,7 +256,7 @@ fn heartbeat_fired(
 /// Cancels a heartbeat from outside any callback and checks the outcome
 /// against what the callback did. Returns `true` for a lost timer event:
 /// the timer never fired although a genuine report of it was rejected
-/// before the cancel began, or although it was more than two seconds
+/// before the cancel began, or although it was more than [`LOST_AFTER`]
 /// overdue.
 pub(crate) fn retire_timer(h: TimerHandle, shared: &Shared) -> bool {
     let TimerHandle { timer, reg } = h;
@@ -245,7 +277,7 @@ pub(crate) fn retire_timer(h: TimerHandle, shared: &Shared) -> bool {
         }
         let deadline = shared.at(reg.deadline.load(Ordering::SeqCst));
         lost = reg.lost_report.load(Ordering::SeqCst)
-            || Instant::now().saturating_duration_since(deadline) > Duration::from_secs(2);
+            || Instant::now().saturating_duration_since(deadline) > LOST_AFTER;
     } else if reg.fired.load(Ordering::SeqCst) != 1 {
         checks.fail(Check::CancelOutcome, || {
             format!(

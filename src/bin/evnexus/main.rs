@@ -34,17 +34,20 @@
 //! - a **churn thread** deregisters and re-registers watches on the same fd
 //!   (same slot, new generation: the classic stale race), replaces whole
 //!   channels (the fd number is closed and reused), changes interests,
-//!   cancels, re-creates and resets heartbeat timers; heartbeat callbacks
-//!   re-arm themselves from inside the callback.
+//!   cancels, re-creates and resets heartbeat timers (and leaves some of
+//!   the timers it arms or resets alone until they fire: sentinels, which
+//!   show a lost timer); heartbeat callbacks re-arm themselves from inside
+//!   the callback.
 //!
 //! Every check is real, i.e. it can fail: a callback that runs after its
 //! registration's `deregister`/`cancel` returned, or that sees another
 //! registration's token, fd or deadline, or that runs concurrently with
-//! itself; a timer that fires twice, fires although `cancel` said it would
-//! not, or (built-in loop, any timer; hooks, a timer never reset) fires
-//! before its deadline; a bad report that is dispatched; a byte written but
-//! never read (lost event); the engine's statistics disagreeing with what
-//! the threads saw. The last line is `misdeliveries: N`; the exit status is
+//! itself; a token handed out twice; a timer that fires twice, fires
+//! although `cancel` said it would not, or (built-in loop, any timer;
+//! hooks, a timer never reset) fires before its deadline; a bad report that
+//! is dispatched; a byte written but never read, a live watch's genuine
+//! report rejected, or a timer that never fires (lost events); the
+//! engine's statistics disagreeing with what the threads saw. The last line is `misdeliveries: N`; the exit status is
 //! 0 only if every check passed.
 //!
 //! Where things are: [`cli`] (options), [`domains`] with their [`channels`]
