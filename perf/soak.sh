@@ -125,7 +125,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     read -r r_rc r_mis r_first r_min r_max r_last r_ratio r_flat r_ok <<<"$row"
     [ "$r_ok" = ok ] || FAILED=1
     [ "$r_rc" = 137 ] && log "  killed: still running ${GRACE} s after its time (hang?)"
-    log "  $r_ok: exit $r_rc, misdeliveries $r_mis, RSS KiB first $r_first min $r_min max $r_max last $r_last, max/min $r_ratio"
+    log "  $r_ok: exit $r_rc, misdeliveries $r_mis, RSS KiB first $r_first min $r_min max $r_max last $r_last, max/min $r_ratio (flat: $r_flat)"
     ROWS+=("$b $round $SECONDS_PER_RUN $row")
   done
 done
