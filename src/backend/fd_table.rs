@@ -23,7 +23,7 @@
 //! Entries live in lazily allocated pages of doubling size (as the arena's
 //! slots do), freed with the table, so an entry is found without a lock.
 
-use crate::sync::{spin_wait, AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, ClaimFlag, Ordering};
 use crate::token::Token;
 use std::os::fd::RawFd;
 
@@ -34,7 +34,7 @@ const FIRST_PAGE: usize = 1 << FIRST_PAGE_SHIFT;
 const PAGES: usize = (u32::BITS - FIRST_PAGE_SHIFT) as usize;
 
 struct Entry {
-    claimed: AtomicBool,
+    claimed: ClaimFlag,
     /// The owning registration's token and its epoll interest bits (see
     /// [`Owner`]); 0 when no registration owns the number's entry.
     owner: AtomicU64,
@@ -44,7 +44,7 @@ struct Entry {
 impl Entry {
     fn new() -> Entry {
         Entry {
-            claimed: AtomicBool::new(false),
+            claimed: ClaimFlag::new(),
             owner: AtomicU64::new(0),
             interest: AtomicU64::new(0),
         }
@@ -109,9 +109,9 @@ impl Claim<'_> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        // Release: publishes the owner words (and the kernel change made
-        // under the claim) to the next claimant.
-        self.entry.claimed.store(false, Ordering::Release);
+        // Publishes the owner words (and the kernel change made under the
+        // claim) to the next claimant.
+        self.entry.claimed.release();
     }
 }
 
@@ -127,12 +127,7 @@ impl FdTable {
     pub(crate) fn claim(&self, fd: RawFd) -> Option<Claim<'_>> {
         let fd = u32::try_from(fd).ok()?;
         let entry = self.entry(fd);
-        let mut round = 0;
-        // Acquire: see `Claim::drop`.
-        while entry.claimed.swap(true, Ordering::Acquire) {
-            spin_wait(round);
-            round += 1;
-        }
+        entry.claimed.acquire();
         Some(Claim { entry })
     }
 

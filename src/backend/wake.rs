@@ -103,9 +103,16 @@ impl WakeFd {
     /// Wakes the loop now or, if it is not waiting, makes its next wait
     /// return at once.
     pub(crate) fn write(&self) {
-        // SeqCst: one total order with `drain`'s clear, so a write that
-        // comes after the clear sees it clear and writes.
-        if !self.sent.swap(true, Ordering::SeqCst) {
+        // The fence pairs with the one in `drain`: either the loop's look
+        // after its drain sees what the waking thread did before this call
+        // (whatever ordering that thread used), or this swap sees the
+        // drain's clear and writes. (SeqCst accesses alone would not do it
+        // for a caller's relaxed or release store; loom, which models
+        // SeqCst accesses as AcqRel, found that.)
+        fence(Ordering::SeqCst);
+        // AcqRel: one writer per drain; the fences above and in `drain`
+        // carry the ordering with the loop.
+        if !self.sent.swap(true, Ordering::AcqRel) {
             let one = 1u64;
             // SAFETY: writes the 8 bytes of `one`. EAGAIN (counter full)
             // means the loop is woken already.
@@ -120,9 +127,10 @@ impl WakeFd {
         // SAFETY: reads 8 bytes into `buf`, which is 8 bytes long. A failure
         // (EAGAIN: drained already) leaves nothing to do.
         unsafe { libc::read(self.raw(), (&mut buf as *mut u64).cast(), 8) };
-        // SeqCst: see `write`. After the read, so a write that skipped its
-        // system call (finding `sent` set) is covered by this drain's loop
-        // turn, and one that comes later writes afresh.
-        self.sent.store(false, Ordering::SeqCst);
+        // After the read, so a write that skipped its system call (finding
+        // `sent` set) is covered by this drain's loop turn, and one that
+        // comes later writes afresh. Release, and the fence: see `write`.
+        self.sent.store(false, Ordering::Release);
+        fence(Ordering::SeqCst);
     }
 }
