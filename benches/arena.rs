@@ -27,7 +27,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::{run_threads, timed, NoopHooks, FIXTURE};
+use support::{run_threads, timed, NoHooks, FIXTURE};
 
 #[global_allocator]
 static ALLOC: support::CountingAlloc = support::CountingAlloc;
@@ -104,7 +104,7 @@ struct EngineSubject {
 
 impl EngineSubject {
     fn new() -> EngineSubject {
-        let engine = Engine::with_hooks(NoopHooks);
+        let engine = Engine::with_hooks(NoHooks);
         let far = support::far_future();
         let stale: Vec<Token> = (0..FIXTURE)
             .map(|_| engine.timer_at(far, |_| {}).expect("register"))
@@ -423,7 +423,7 @@ fn print_bytes_per_registration() {
     });
     drop(arena);
 
-    let engine = Engine::with_hooks(NoopHooks);
+    let engine = Engine::with_hooks(NoHooks);
     lines.push(BytesLine {
         name: "evnexus-engine",
         heap: per_registration(|| engine.timer_at(far, |_| {}).expect("register")),

@@ -29,7 +29,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::{run_threads, timed, LibxlModel, LibxlOutcome, NoopHooks};
+use support::{run_threads, timed, LibxlModel, LibxlOutcome, NoHooks};
 
 /// Timeouts registered (untimed) before each timed run of deliveries.
 const CHUNK: usize = 512;
@@ -87,7 +87,7 @@ struct Evnexus {
 impl Evnexus {
     fn new(recheck: bool) -> Evnexus {
         let engine = Engine::builder()
-            .hooks(NoopHooks)
+            .hooks(NoHooks)
             .recheck_fds(recheck)
             .build()
             .expect("hooks engine");

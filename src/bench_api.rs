@@ -1,14 +1,14 @@
 //! The arena and slot protocol alone, without callbacks or a backend, for
 //! the `arena` benchmark to set beside other slabs. Not part of the API.
 
-use crate::arena::Arena;
-use crate::slot::{EndCtrl, Kill};
-use crate::token::{Generation, Token, MAX_SLOTS};
+use crate::base::token::{Generation, Token, MAX_SLOTS};
+use crate::nexus::arena::Arena;
+use crate::nexus::slot::{EndCtrl, Kill};
 
 /// A bare nexus arena: insert hands out a token, remove ends it, and
 /// `contains` is the generation check of every event.
 pub struct BareArena {
-    arena: Arena,
+    arena: Arena<()>,
 }
 
 impl Default for BareArena {

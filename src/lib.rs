@@ -156,34 +156,30 @@ macro_rules! pause_point {
     };
 }
 
-mod arena;
+// The layers, bottom up; each names only the layers below it (checked by
+// `tests/architecture.rs`; see ARCHITECTURE.md).
 mod backend;
+mod base;
+pub(crate) mod dispatch;
+mod engine;
+mod nexus;
+
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod bench_api;
-mod child;
-mod engine;
-mod error;
-mod fd;
-mod hooks;
-mod nest;
-mod slot;
-mod stats;
-mod sync;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
-pub mod testing;
-mod timer;
-mod token;
+pub use base::testing;
 
-pub use backend::poll::{poll_timeout_ms, PollSet};
-pub use backend::BackendKind;
-pub use child::{ChildEvent, ChildWatch};
-pub use engine::{Builder, Engine, Occurred, Waker};
-pub use error::{CallbackPanic, Error, Result, Unsupported};
-pub use fd::{FdEvent, FdWatch, Interest, Readiness};
-pub use hooks::OsEventHooks;
-pub use slot::StaleReason;
-pub use stats::{StaleCounts, Stats};
-pub use timer::{Timer, TimerEvent};
-pub use token::{Generation, Token, MAX_SLOTS};
+pub use backend::hooks::OsEventHooks;
+pub use base::clock::poll_timeout_ms;
+pub use base::error::{CallbackPanic, Error, Result, Unsupported};
+pub use base::readiness::{Interest, Readiness};
+pub use base::stats::{StaleCounts, Stats};
+pub use base::token::{Generation, StaleReason, Token, MAX_SLOTS};
+pub use dispatch::{BackendKind, Occurred};
+pub use engine::child::{ChildEvent, ChildWatch};
+pub use engine::fd::{FdEvent, FdWatch};
+pub use engine::poll::PollSet;
+pub use engine::timer::{Timer, TimerEvent};
+pub use engine::{Builder, Engine, Waker};

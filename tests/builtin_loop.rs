@@ -3,6 +3,9 @@
 //! completions, a tiny ring, the epoll fallback, cross-thread wake-ups,
 //! timers and child processes.
 
+mod common;
+
+use common::counter;
 use evnexus::{BackendKind, Builder, Engine, Error, FdWatch, Interest, Occurred, Readiness, Timer};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -61,11 +64,6 @@ fn run_until(engine: &Engine, done: impl Fn() -> bool) {
         );
         engine.run_once(Some(Duration::from_millis(100))).unwrap();
     }
-}
-
-fn counter() -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let c = Arc::new(AtomicUsize::new(0));
-    (Arc::clone(&c), c)
 }
 
 #[test]

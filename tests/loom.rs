@@ -12,6 +12,9 @@
 //! model explores the interleavings of the real code.
 #![cfg(evnexus_loom)]
 
+mod common;
+
+use common::{null_fd, NoHooks};
 use evnexus::{Engine, Interest, Occurred, OsEventHooks, Readiness, StaleReason, Token};
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
@@ -19,37 +22,6 @@ use loom::thread;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
-
-/// Hooks that accept everything and keep nothing: the models exercise the
-/// engine's side of the protocol.
-struct NoHooks;
-
-impl OsEventHooks for NoHooks {
-    type FdReg = ();
-    type TimeoutReg = ();
-    fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> {
-        Ok(())
-    }
-    fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-    fn fd_deregister(&self, _: RawFd, _: ()) {}
-    fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> {
-        Ok(())
-    }
-    fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> {
-        Ok(())
-    }
-    fn timeout_deregister(&self, _: ()) {}
-}
-
-/// An fd that stays open for the whole test run (the engine checks that a
-/// registered fd is open; the models never read it).
-fn some_fd() -> RawFd {
-    static FD: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
-    FD.get_or_init(|| std::fs::File::open("/dev/null").unwrap())
-        .as_raw_fd()
-}
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -70,7 +42,7 @@ fn occurred_vs_occurred_runs_twice_never_concurrently() {
         let inside = Arc::new(AtomicBool::new(false));
         let (r, i) = (runs.clone(), inside.clone());
         let watch = engine
-            .register_fd(some_fd(), Interest::READABLE, move |_| {
+            .register_fd(null_fd(), Interest::READABLE, move |_| {
                 assert!(!i.swap(true, Ordering::SeqCst), "ran concurrently");
                 r.fetch_add(1, Ordering::SeqCst);
                 i.store(false, Ordering::SeqCst);
@@ -81,12 +53,12 @@ fn occurred_vs_occurred_runs_twice_never_concurrently() {
             let engine = engine.clone();
             thread::spawn(move || {
                 engine
-                    .occurred_fd(token, some_fd(), Readiness::READABLE)
+                    .occurred_fd(token, null_fd(), Readiness::READABLE)
                     .unwrap()
             })
         };
         let mine = engine
-            .occurred_fd(token, some_fd(), Readiness::READABLE)
+            .occurred_fd(token, null_fd(), Readiness::READABLE)
             .unwrap();
         let theirs = other.join().unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 2, "{mine:?} {theirs:?}");
@@ -106,7 +78,7 @@ fn occurred_vs_occurred_vs_deregister() {
         let runs = Arc::new(AtomicUsize::new(0));
         let (d, r) = (dead.clone(), runs.clone());
         let watch = engine
-            .register_fd(some_fd(), Interest::READABLE, move |_| {
+            .register_fd(null_fd(), Interest::READABLE, move |_| {
                 assert!(!d.load(Ordering::SeqCst), "ran after deregister returned");
                 r.fetch_add(1, Ordering::SeqCst);
             })
@@ -117,7 +89,7 @@ fn occurred_vs_occurred_vs_deregister() {
                 let engine = engine.clone();
                 thread::spawn(move || {
                     engine
-                        .occurred_fd(token, some_fd(), Readiness::READABLE)
+                        .occurred_fd(token, null_fd(), Readiness::READABLE)
                         .unwrap()
                 })
             })
@@ -145,7 +117,7 @@ fn occurred_vs_occurred_vs_deregister() {
         );
         assert_eq!(
             engine
-                .occurred_fd(token, some_fd(), Readiness::READABLE)
+                .occurred_fd(token, null_fd(), Readiness::READABLE)
                 .unwrap(),
             Occurred::Stale(StaleReason::Generation)
         );
@@ -216,7 +188,7 @@ fn register_vs_reuse_never_misdelivers_old_token() {
     model(|| {
         let engine = Arc::new(Engine::with_hooks(NoHooks));
         let old = engine
-            .register_fd(some_fd(), Interest::READABLE, |_| {})
+            .register_fd(null_fd(), Interest::READABLE, |_| {})
             .unwrap();
         let old_token = old.token();
         let new_runs = Arc::new(AtomicUsize::new(0));
@@ -225,7 +197,7 @@ fn register_vs_reuse_never_misdelivers_old_token() {
             thread::spawn(move || {
                 drop(old);
                 engine
-                    .register_fd(some_fd(), Interest::READABLE, move |_| {
+                    .register_fd(null_fd(), Interest::READABLE, move |_| {
                         n.fetch_add(1, Ordering::SeqCst);
                     })
                     .unwrap()
@@ -235,7 +207,7 @@ fn register_vs_reuse_never_misdelivers_old_token() {
             let engine = engine.clone();
             thread::spawn(move || {
                 engine
-                    .occurred_fd(old_token, some_fd(), Readiness::READABLE)
+                    .occurred_fd(old_token, null_fd(), Readiness::READABLE)
                     .unwrap()
             })
         };
@@ -250,7 +222,7 @@ fn register_vs_reuse_never_misdelivers_old_token() {
         );
         assert_eq!(
             engine
-                .occurred_fd(old_token, some_fd(), Readiness::READABLE)
+                .occurred_fd(old_token, null_fd(), Readiness::READABLE)
                 .unwrap(),
             Occurred::Stale(StaleReason::Generation)
         );

@@ -15,6 +15,9 @@
 //! each).
 #![cfg(evnexus_loom)]
 
+mod common;
+
+use common::null_fd;
 use evnexus::{BackendKind, Engine, Error, Interest, Occurred, OsEventHooks, Readiness, Token};
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
@@ -253,12 +256,6 @@ impl OsEventHooks for Counting {
     fn timeout_deregister(&self, _: ()) {}
 }
 
-fn some_fd() -> RawFd {
-    static FD: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
-    FD.get_or_init(|| std::fs::File::open("/dev/null").unwrap())
-        .as_raw_fd()
-}
-
 /// A modify races a dispatch: the callback never runs concurrently with
 /// itself or with the backend change (loom checks the cells), and the
 /// modify reaches the application's hook.
@@ -270,7 +267,7 @@ fn fd_modify_vs_dispatch_lands_once_and_never_overlaps() {
         let runs = Arc::new(AtomicUsize::new(0));
         let r = runs.clone();
         let watch = engine
-            .register_fd(some_fd(), Interest::READABLE, move |_| {
+            .register_fd(null_fd(), Interest::READABLE, move |_| {
                 r.fetch_add(1, Ordering::SeqCst);
             })
             .unwrap();
@@ -279,7 +276,7 @@ fn fd_modify_vs_dispatch_lands_once_and_never_overlaps() {
             let engine = engine.clone();
             thread::spawn(move || {
                 engine
-                    .occurred_fd(token, some_fd(), Readiness::READABLE)
+                    .occurred_fd(token, null_fd(), Readiness::READABLE)
                     .unwrap()
             })
         };
@@ -309,7 +306,7 @@ fn modify_vs_self_deregistering_callback_removes_once_and_the_loser_says_so() {
         let counts = std::sync::Arc::new(Counts::default());
         let engine = Arc::new(Engine::with_hooks(Counting(counts.clone())));
         let watch = engine
-            .register_fd(some_fd(), Interest::READABLE, |ev| {
+            .register_fd(null_fd(), Interest::READABLE, |ev| {
                 ev.deregister();
             })
             .unwrap();
@@ -318,7 +315,7 @@ fn modify_vs_self_deregistering_callback_removes_once_and_the_loser_says_so() {
             let engine = engine.clone();
             thread::spawn(move || {
                 engine
-                    .occurred_fd(token, some_fd(), Readiness::READABLE)
+                    .occurred_fd(token, null_fd(), Readiness::READABLE)
                     .unwrap()
             })
         };

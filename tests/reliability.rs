@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{pair, LOOP_BACKENDS};
+use common::{counter, pair, LOOP_BACKENDS};
 use evnexus::testing::{clear_pauses, pause_at, PausePoint};
 use evnexus::{BackendKind, Engine, Error, FdWatch, Interest, OsEventHooks, PollSet, Token};
 use std::io::{self, Read, Write};
@@ -64,12 +64,6 @@ fn wait_for(what: &str, limit: Duration, done: impl Fn() -> bool) {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
         thread::sleep(Duration::from_millis(1));
     }
-}
-
-fn counter() -> (Arc<AtomicUsize>, impl Fn() -> usize) {
-    let c = Arc::new(AtomicUsize::new(0));
-    let r = Arc::clone(&c);
-    (c, move || r.load(Ordering::SeqCst))
 }
 
 /// Puts the calling thread on CPU 0, where the loop thread also runs.
@@ -122,7 +116,7 @@ fn timers_registered_and_reset_by_a_preempted_low_priority_thread_all_fire() {
         wait_for(
             &format!("{kind:?}: {} timers", 2 * N),
             Duration::from_secs(20),
-            || count() == 2 * N,
+            || count.load(Ordering::SeqCst) == 2 * N,
         );
         assert!(timers.iter().all(|t| !t.is_pending()), "{kind:?}: pending");
         assert_eq!(engine.stats().live(), 0, "{kind:?}: counted as live");
@@ -160,7 +154,7 @@ fn timer_registered_while_its_registrant_holds_ctrl_fires() {
         wait_for(
             &format!("{kind:?}: the timer"),
             Duration::from_secs(2),
-            || count() == 1,
+            || count.load(Ordering::SeqCst) == 1,
         );
         assert!(!timer.is_pending());
     }
@@ -189,7 +183,7 @@ fn timer_reset_while_the_resetter_holds_ctrl_fires_at_the_new_deadline() {
         wait_for(
             &format!("{kind:?}: the reset timer"),
             Duration::from_secs(2),
-            || count() == 1,
+            || count.load(Ordering::SeqCst) == 1,
         );
         assert!(!timer.is_pending());
     }
@@ -282,7 +276,11 @@ fn every_duration_and_instant_entry_point_takes_extreme_values() {
                 wake.join().unwrap();
             }
         }
-        assert_eq!(count(), 4, "{kind:?}: the due timers, and only they, fired");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            4,
+            "{kind:?}: the due timers, and only they, fired"
+        );
         for t in [&never_a, &never_b, &moved_away] {
             assert!(t.is_pending(), "{kind:?}: a 'never' timer fired");
         }
@@ -347,8 +345,14 @@ fn deregistering_a_watch_whose_fd_number_was_reused_leaves_the_newer_watch_alone
         assert_eq!(engine.stats().closed_while_registered, 1, "{kind:?}");
         // ...which keeps being served.
         b_peer.write_all(b"x").unwrap();
-        run_until(&engine, Duration::from_secs(2), || new_count() >= 1);
-        assert_eq!(old_count(), 0, "{kind:?}: the old callback ran");
+        run_until(&engine, Duration::from_secs(2), || {
+            new_count.load(Ordering::SeqCst) >= 1
+        });
+        assert_eq!(
+            old_count.load(Ordering::SeqCst),
+            0,
+            "{kind:?}: the old callback ran"
+        );
         assert!(engine.deregister(new.token()).unwrap());
         drop(a); // closes n (now naming b's file)
     }
@@ -577,7 +581,9 @@ fn slow_modify_racing_a_self_deregistering_callback_never_touches_a_newer_watch(
         );
         assert_eq!(engine.stats().closed_while_registered, 1, "{kind:?}");
         b_peer.write_all(b"y").unwrap();
-        run_until(&engine, Duration::from_secs(2), || count() >= 1);
+        run_until(&engine, Duration::from_secs(2), || {
+            count.load(Ordering::SeqCst) >= 1
+        });
         drop(new);
         drop(a);
     }

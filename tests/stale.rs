@@ -3,30 +3,21 @@
 
 mod common;
 
-use common::{dup, dups, each_backend, each_backend_with, pair, raw, Call, Rig};
+use common::{
+    counting_fd_callback, dup, dups, each_backend, each_backend_with, pair, raw, Call, Rig,
+};
 use evnexus::{Generation, Interest, Occurred, Readiness, StaleReason, Token};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn counter() -> (
-    Arc<AtomicUsize>,
-    impl FnMut(&evnexus::FdEvent<'_>) + Send + 'static,
-) {
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r = Arc::clone(&runs);
-    (runs, move |_: &evnexus::FdEvent<'_>| {
-        r.fetch_add(1, Ordering::SeqCst);
-    })
-}
 
 #[test]
 fn report_after_deregister_is_stale() {
     each_backend(|rig| {
         let engine = &rig.engine;
         let (a, _b) = pair();
-        let (runs, cb) = counter();
+        let (runs, cb) = counting_fd_callback();
         let watch = engine.register_fd(raw(&a), Interest::READABLE, cb).unwrap();
         let token = watch.token();
         assert_eq!(
@@ -55,14 +46,14 @@ fn stale_token_after_slot_reuse_on_same_fd_is_rejected() {
     each_backend(|rig| {
         let engine = &rig.engine;
         let (a, _b) = pair();
-        let (old_runs, old_cb) = counter();
+        let (old_runs, old_cb) = counting_fd_callback();
         let old = engine
             .register_fd(raw(&a), Interest::READABLE, old_cb)
             .unwrap();
         let old_token = old.token();
         drop(old);
         // Same fd number, and (with one slot free) the same slot, new generation.
-        let (new_runs, new_cb) = counter();
+        let (new_runs, new_cb) = counting_fd_callback();
         let new = engine
             .register_fd(raw(&a), Interest::READABLE, new_cb)
             .unwrap();
@@ -126,7 +117,7 @@ fn random_tokens_never_dispatch() {
         let mut live = Vec::new();
         let mut runs = Vec::new();
         for (i, fd) in fds.iter().enumerate() {
-            let (r, cb) = counter();
+            let (r, cb) = counting_fd_callback();
             runs.push(r);
             if i % 3 == 0 {
                 live.push(Some(
@@ -206,7 +197,7 @@ fn occurred_with_wrong_fd_is_stale() {
     each_backend(|rig| {
         let engine = &rig.engine;
         let (a, b) = pair();
-        let (runs, cb) = counter();
+        let (runs, cb) = counting_fd_callback();
         let watch = engine.register_fd(raw(&a), Interest::READABLE, cb).unwrap();
         assert_eq!(
             engine
@@ -224,7 +215,7 @@ fn timer_token_reported_as_fd_and_fd_token_as_timer_are_wrong_kind() {
     each_backend(|rig| {
         let engine = &rig.engine;
         let (a, _b) = pair();
-        let (runs, cb) = counter();
+        let (runs, cb) = counting_fd_callback();
         let watch = engine.register_fd(raw(&a), Interest::READABLE, cb).unwrap();
         let timer = engine
             .timer_after(Duration::from_secs(60), |_| panic!("must not fire"))
@@ -281,7 +272,7 @@ fn recheck_suppresses_condition_that_no_longer_holds() {
             let plain = Rig::new(rig.kind, |b| b);
             let plain = &plain.engine;
             let (c, _d) = pair();
-            let (runs, cb) = counter();
+            let (runs, cb) = counting_fd_callback();
             let w = plain.register_fd(raw(&c), Interest::READABLE, cb).unwrap();
             assert_eq!(
                 plain

@@ -22,7 +22,6 @@
 #![allow(dead_code)]
 
 use criterion::Criterion;
-use evnexus::{Interest, OsEventHooks, Token};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io;
 use std::os::fd::RawFd;
@@ -90,27 +89,10 @@ pub fn timed(barrier: &Barrier, iters: u64, mut op: impl FnMut(u64)) -> Duration
 // ---------------------------------------------------------------------------
 // Hooks
 
-/// Application-loop hooks that keep nothing: the engine's own cost alone.
-pub struct NoopHooks;
-
-impl OsEventHooks for NoopHooks {
-    type FdReg = ();
-    type TimeoutReg = ();
-    fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> {
-        Ok(())
-    }
-    fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-    fn fd_deregister(&self, _: RawFd, _: ()) {}
-    fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> {
-        Ok(())
-    }
-    fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> {
-        Ok(())
-    }
-    fn timeout_deregister(&self, _: ()) {}
-}
+#[path = "../../tests/common/no_hooks.rs"]
+mod no_hooks;
+#[allow(unused_imports)] // not every bench uses them
+pub use no_hooks::NoHooks;
 
 /// A connected socket pair whose first end is readable (the second has
 /// written a byte into it and nobody reads it).

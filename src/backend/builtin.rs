@@ -28,7 +28,7 @@
 //!
 //! A timer reaches the heap only after the thread that registered or reset
 //! it has released the slot's `CTRL` bit ([`Backend::timer_armed`]). The
-//! loop's due check ([`Slot::begin_timer_if_due`](crate::slot::Slot)) may
+//! loop's due check ([`Slot::begin_timer_if_due`](crate::nexus::slot::Slot)) may
 //! therefore drop a heap entry that it meets under `CTRL`: whoever holds
 //! `CTRL` hands the timer over again, with its current deadline, once it
 //! lets go. (Handing it over *before* letting go, as an earlier version
@@ -40,14 +40,13 @@ use crate::backend::fd_table::{FdTable, Owner};
 use crate::backend::orphan;
 use crate::backend::timers::TimerQueue;
 use crate::backend::wake::WakeFd;
-use crate::backend::{Backend, BackendCounters, BackendKind, Removal, Tally};
-use crate::engine::{Engine, Occurred};
-use crate::error::{Error, Result, Unsupported};
-use crate::fd::Interest;
-use crate::slot::BackendReg;
-use crate::sync::{AtomicBool, AtomicU64, Counter, Ordering, Queue, StdArc};
-use crate::timer::Clock;
-use crate::token::Token;
+use crate::base::clock::Clock;
+use crate::base::error::{Error, Result, Unsupported};
+use crate::base::readiness::Interest;
+use crate::base::sync::{AtomicBool, AtomicU64, Counter, Ordering, Queue, StdArc};
+use crate::base::token::Token;
+use crate::dispatch::{Backend, BackendCounters, BackendKind, Dispatch, Occurred, Removal, Tally};
+use crate::nexus::slot::BackendReg;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -57,10 +56,10 @@ use std::time::{Duration, Instant};
 /// zero never name a registration, so these can never be mistaken for one.
 /// Values below [`MAX_SLOTS`](crate::MAX_SLOTS) are slot indices (the
 /// ring's remove operations); the indices reserved above it are these.
-pub(crate) const WAKE_DATA: u64 = (1 << crate::token::INDEX_BITS) - 1;
+pub(crate) const WAKE_DATA: u64 = (1 << crate::base::token::INDEX_BITS) - 1;
 pub(crate) const EPOLL_DATA: u64 = WAKE_DATA - 1;
 pub(crate) const CANCEL_DATA: u64 = WAKE_DATA - 2;
-const _: () = assert!(CANCEL_DATA >= crate::token::MAX_SLOTS as u64);
+const _: () = assert!(CANCEL_DATA >= crate::base::token::MAX_SLOTS as u64);
 
 /// What a wait found.
 #[derive(Debug, PartialEq, Eq)]
@@ -257,11 +256,10 @@ impl<W: Waiter> Builtin<W> {
     }
 
     /// The loop: one wait, then every event and due timer dispatched.
-    pub(crate) fn run_once(&self, engine: &Engine, timeout: Option<Duration>) -> Result<usize> {
+    pub(crate) fn run_once(&self, d: &dyn Dispatch, timeout: Option<Duration>) -> Result<usize> {
         let Some(_guard) = self.driver.enter() else {
             return Err(Error::Unsupported(Unsupported::LoopBusy));
         };
-        let inner = engine.inner();
         self.signals.wake.arm();
         let mut tally = Tally::default();
         let waited = self
@@ -273,7 +271,8 @@ impl<W: Waiter> Builtin<W> {
                 {
                     // Relaxed: an estimate that only schedules a clean-up.
                     self.stale_timers.store(0, Ordering::Relaxed);
-                    st.timers.compact(|t, d| inner.timer_deadline(t) == Some(d));
+                    st.timers
+                        .compact(|t, deadline| d.timer_deadline(t) == Some(deadline));
                 }
                 // No timers, no clock read (a `clock_gettime` per wait).
                 let until_timer = st
@@ -314,7 +313,7 @@ impl<W: Waiter> Builtin<W> {
             match event {
                 Event::Wake => {}
                 Event::Ready(token, revents) => {
-                    let r = engine.dispatch_ready(token, revents);
+                    let r = d.dispatch_ready(token, revents);
                     if matches!(r, Ok(Occurred::Stale(_))) {
                         stale.push(token);
                     }
@@ -339,7 +338,7 @@ impl<W: Waiter> Builtin<W> {
             })
             .expect("the driving thread can borrow its state");
         for token in due.drain(..) {
-            if let Some(r) = engine.fire_if_due(token, now) {
+            if let Some(r) = d.fire_if_due(token, now) {
                 tally.note(r);
             }
         }
@@ -413,13 +412,13 @@ impl<W: Waiter> Builtin<W> {
     }
 
     /// Runs the loop until [`Signals::stop`] is called.
-    pub(crate) fn run(&self, engine: &Engine) -> Result<()> {
+    pub(crate) fn run(&self, d: &dyn Dispatch) -> Result<()> {
         loop {
             // Acquire: pairs with the Release in `stop`.
             if self.signals.stop.swap(false, Ordering::Acquire) {
                 return Ok(());
             }
-            self.run_once(engine, None)?;
+            self.run_once(d, None)?;
         }
     }
 }
@@ -507,16 +506,12 @@ impl<W: Waiter> Backend for Builtin<W> {
             orphans_left: self.orphans_left.get(),
         }
     }
-
-    fn as_builtin(&self) -> Option<&dyn BuiltinLoop> {
-        Some(self)
-    }
 }
 
 /// The engine's view of a built-in loop.
 pub(crate) trait BuiltinLoop: Send + Sync {
-    fn run_once(&self, engine: &Engine, timeout: Option<Duration>) -> Result<usize>;
-    fn run(&self, engine: &Engine) -> Result<()>;
+    fn run_once(&self, d: &dyn Dispatch, timeout: Option<Duration>) -> Result<usize>;
+    fn run(&self, d: &dyn Dispatch) -> Result<()>;
     fn signals(&self) -> StdArc<Signals>;
     /// The epoll set: readable whenever a wait would return at once.
     fn epoll_fd(&self) -> BorrowedFd<'_>;
@@ -526,11 +521,11 @@ pub(crate) trait BuiltinLoop: Send + Sync {
 }
 
 impl<W: Waiter> BuiltinLoop for Builtin<W> {
-    fn run_once(&self, engine: &Engine, timeout: Option<Duration>) -> Result<usize> {
-        Builtin::run_once(self, engine, timeout)
+    fn run_once(&self, d: &dyn Dispatch, timeout: Option<Duration>) -> Result<usize> {
+        Builtin::run_once(self, d, timeout)
     }
-    fn run(&self, engine: &Engine) -> Result<()> {
-        Builtin::run(self, engine)
+    fn run(&self, d: &dyn Dispatch) -> Result<()> {
+        Builtin::run(self, d)
     }
     fn signals(&self) -> StdArc<Signals> {
         StdArc::clone(&self.signals)

@@ -8,7 +8,7 @@
 //! timer, running on the driving thread, borrows it afresh). Other threads
 //! leave their changes in a lock-free command queue and wake the loop.
 
-use crate::sync::{thread_ordinal, AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use crate::base::sync::{thread_ordinal, AtomicBool, AtomicU64, Ordering, UnsafeCell};
 
 pub(crate) struct Driver<S> {
     /// `thread_ordinal() + 1` of the driving thread, 0 when none.

@@ -3,8 +3,8 @@
 //! on kernels before 5.11). Used where the kernel refuses io_uring.
 
 use crate::backend::builtin::{Event, Waiter, WAKE_DATA};
-use crate::backend::BackendKind;
-use crate::token::Token;
+use crate::base::token::Token;
+use crate::dispatch::BackendKind;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -77,7 +77,7 @@ impl Waiter for EpollWaiter {
                     ) as libc::c_int
                 }
             } else {
-                let ms = crate::backend::poll::poll_timeout_ms(timeout);
+                let ms = crate::base::clock::poll_timeout_ms(timeout);
                 // SAFETY: `buf` has room for `len` events.
                 unsafe { libc::epoll_wait(epfd, self.buf.as_mut_ptr(), len, ms) }
             };

@@ -23,8 +23,8 @@
 //! Entries live in lazily allocated pages of doubling size (as the arena's
 //! slots do), freed with the table, so an entry is found without a lock.
 
-use crate::sync::{AtomicPtr, AtomicU64, ClaimFlag, Ordering};
-use crate::token::Token;
+use crate::base::sync::{AtomicPtr, AtomicU64, ClaimFlag, Ordering};
+use crate::base::token::Token;
 use std::os::fd::RawFd;
 
 /// The first page covers fd numbers 0..64.

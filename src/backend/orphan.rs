@@ -31,7 +31,7 @@
 //! Owning registrations (the engine holds the fd and closes it only after
 //! its kernel entry is gone) make orphans impossible in the first place.
 
-use crate::token::Token;
+use crate::base::token::Token;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 

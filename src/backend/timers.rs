@@ -16,7 +16,7 @@
 //! entries are dropped when they come up, or all at once by `compact` when
 //! they outnumber the live ones.
 
-use crate::token::Token;
+use crate::base::token::Token;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 

@@ -27,7 +27,7 @@
 
 use crate::backend::builtin::{Event, Waiter, CANCEL_DATA, EPOLL_DATA};
 use crate::backend::epoll::translate;
-use crate::backend::BackendKind;
+use crate::dispatch::BackendKind;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use std::io;
 use std::os::fd::RawFd;

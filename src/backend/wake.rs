@@ -25,7 +25,7 @@
 //! batch would have needed to see could otherwise land between that
 //! callback and a later drain and be swallowed by it.
 
-use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
+use crate::base::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 

@@ -8,7 +8,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+mod no_hooks;
+#[allow(unused_imports)] // each test file uses a different part
+pub use no_hooks::{null_fd, NoHooks};
 use std::time::Instant;
 
 /// One hook call, as the application saw it.
@@ -252,4 +257,22 @@ pub fn pair() -> (UnixStream, UnixStream) {
 
 pub fn raw(s: &UnixStream) -> RawFd {
     s.as_raw_fd()
+}
+
+/// A count shared by a test and a callback: (the test's handle, the
+/// callback's handle).
+pub fn counter() -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let c = Arc::new(AtomicUsize::new(0));
+    (Arc::clone(&c), c)
+}
+
+/// A run count, and an fd callback that adds one to it per run.
+pub fn counting_fd_callback() -> (
+    Arc<AtomicUsize>,
+    impl FnMut(&evnexus::FdEvent<'_>) + Send + 'static,
+) {
+    let (runs, r) = counter();
+    (runs, move |_: &evnexus::FdEvent<'_>| {
+        r.fetch_add(1, Ordering::SeqCst);
+    })
 }

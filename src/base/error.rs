@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-use crate::token::Token;
+use crate::base::token::Token;
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
@@ -149,13 +149,5 @@ impl From<Error> for io::Error {
             Error::Backend(inner) => inner,
             other => io::Error::new(kind, other),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_report_result_fits_in_two_registers() {
-        assert!(std::mem::size_of::<crate::Result<crate::Occurred>>() <= 16);
     }
 }

@@ -24,11 +24,11 @@
 //! over for the application: the engine never calls `timeout_deregister`
 //! for it, and drops the application's value itself.
 
-use crate::backend::{Backend, BackendKind, Removal};
-use crate::error::Result;
-use crate::fd::Interest;
-use crate::slot::BackendReg;
-use crate::token::Token;
+use crate::base::error::Result;
+use crate::base::readiness::Interest;
+use crate::base::token::Token;
+use crate::dispatch::{Backend, BackendKind, Removal};
+use crate::nexus::slot::BackendReg;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
@@ -81,9 +81,9 @@ pub(crate) struct HooksBackend<H>(pub(crate) H);
 /// (see `engine::scope`). A panicking hook becomes an error: the engine's
 /// state stays consistent whatever the application's code does.
 fn in_hook<R>(f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-    let _hook = crate::engine::scope::Scope::enter_hook();
+    let _hook = crate::base::scope::Scope::enter_hook();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        let message = crate::engine::panic_message(payload);
+        let message = crate::base::scope::panic_message(payload);
         Err(io::Error::other(format!(
             "evnexus: hook panicked: {message}"
         )))

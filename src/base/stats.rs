@@ -4,8 +4,8 @@
 //! stripes. Threads beyond [`OWNED_STRIPES`] share one stripe and add
 //! atomically.
 
-use crate::slot::StaleReason;
-use crate::sync::{owned_stripe, Counter, OWNED_STRIPES};
+use crate::base::sync::{owned_stripe, Counter, OWNED_STRIPES};
+use crate::base::token::StaleReason;
 use crossbeam_utils::CachePadded;
 
 #[derive(Debug, Default)]

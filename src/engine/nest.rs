@@ -15,6 +15,7 @@
 //! [`Waker::wake`](crate::Waker::wake)) writes the wake-up eventfd, so the
 //! host wakes and the next `run_once` takes the change in.
 
+use crate::dispatch::Registration;
 use crate::engine::Engine;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
@@ -80,10 +81,9 @@ fn never_ready() -> BorrowedFd<'static> {
 /// ```
 impl AsFd for Engine {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        let backend = &self.inner().backend;
-        if let Some(builtin) = backend.as_builtin() {
+        if let Some(builtin) = self.builtin_loop() {
             builtin.epoll_fd()
-        } else if let Some(poll) = backend.as_poll() {
+        } else if let Ok(poll) = self.poll_backend() {
             poll.wake_fd()
         } else {
             never_ready()
@@ -102,15 +102,14 @@ impl Engine {
     /// Called between two `run_once` calls (the nesting recipe), it also
     /// takes in timers that other threads registered meanwhile.
     pub fn next_timeout(&self) -> Option<Duration> {
-        let backend = &self.inner().backend;
-        if let Some(builtin) = backend.as_builtin() {
+        if let Some(builtin) = self.builtin_loop() {
             builtin.next_timeout()
-        } else if backend.as_poll().is_some() {
-            let clock = &self.inner().clock;
+        } else if self.poll_backend().is_ok() {
+            let clock = &self.core().clock;
             let mut earliest = None::<u64>;
-            self.scan(|_, state, param| {
-                if state.is_timer() {
-                    earliest = Some(earliest.map_or(param, |e| e.min(param)));
+            self.core().scan(|_, what| {
+                if let Registration::Timer { deadline } = what {
+                    earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
                 }
             });
             earliest.map(|d| Duration::from_nanos(d.saturating_sub(clock.now())))

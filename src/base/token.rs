@@ -147,6 +147,22 @@ impl fmt::Display for Token {
     }
 }
 
+/// Why a token was not dispatched.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u8)]
+pub enum StaleReason {
+    /// The slot index is beyond anything the arena ever allocated, or the
+    /// token is malformed (generation zero).
+    OutOfRange,
+    /// The generation is not the slot's current one, or that registration
+    /// has been deregistered, cancelled or has fired.
+    Generation,
+    /// The registration is live, but `occurred_fd` named a different fd.
+    FdMismatch,
+    /// The token names a timer but arrived as an fd event, or the reverse.
+    WrongKind,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,140 +107,13 @@
 //! with loom's scheduler; it runs the same `Builtin` code as the epoll
 //! waiter, which the models cover).
 
-use crate::fd::FdEvent;
-use crate::sync::{AtomicU64, Ordering, UnsafeCell};
-use crate::timer::TimerEvent;
-use crate::token::Generation;
+use crate::base::sync::{AtomicU64, Ordering, UnsafeCell};
+use crate::base::token::{Generation, StaleReason};
+pub(crate) use crate::nexus::state::State;
 use std::any::Any;
 
-/// The callback of an fd watch: runs once per dispatch, on whichever thread
-/// won the dispatch CAS.
-pub(crate) type FdCallback = Box<dyn FnMut(&FdEvent<'_>) + Send>;
-/// The callback of a timer: one-shot.
-pub(crate) type TimerCallback = Box<dyn FnOnce(&TimerEvent<'_>) + Send>;
 /// What a backend keeps per registration (an application loop's hook value).
 pub(crate) type BackendReg = Box<dyn Any + Send>;
-
-pub(crate) enum Callback {
-    Fd(FdCallback),
-    Timer(TimerCallback),
-}
-
-/// A state word, with a typed accessor for each field (no bare masks outside
-/// this impl).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct State(u64);
-
-impl State {
-    const LIVE: u64 = 1 << 0;
-    const TIMER: u64 = 1 << 1;
-    const BUSY: u64 = 1 << 2;
-    const RERUN: u64 = 1 << 3;
-    const DEAD: u64 = 1 << 4;
-    const CTRL: u64 = 1 << 5;
-    const WAITER: u64 = 1 << 6;
-    const FIRED: u64 = 1 << 7;
-
-    const PENDING_SHIFT: u32 = 8;
-    const PENDING_MASK: u64 = 0xffff << Self::PENDING_SHIFT;
-    const GEN_SHIFT: u32 = crate::token::INDEX_BITS;
-
-    /// A free slot that will hand out `generation` next.
-    const fn free(generation: Generation) -> State {
-        State(generation.get() << Self::GEN_SHIFT)
-    }
-
-    pub(crate) const fn generation(self) -> Generation {
-        Generation::from_packed(self.0 >> Self::GEN_SHIFT)
-    }
-    /// Whether this word holds the live (not yet torn down) registration of
-    /// generation `g`, dead or not.
-    const fn holds(self, g: Generation) -> bool {
-        self.is_live() && self.generation().get() == g.get()
-    }
-    pub(crate) const fn is_live(self) -> bool {
-        self.0 & Self::LIVE != 0
-    }
-    pub(crate) const fn is_timer(self) -> bool {
-        self.0 & Self::TIMER != 0
-    }
-    pub(crate) const fn is_busy(self) -> bool {
-        self.0 & Self::BUSY != 0
-    }
-    pub(crate) const fn is_dead(self) -> bool {
-        self.0 & Self::DEAD != 0
-    }
-    const fn rerun(self) -> bool {
-        self.0 & Self::RERUN != 0
-    }
-    const fn ctrl(self) -> bool {
-        self.0 & Self::CTRL != 0
-    }
-    const fn waiter(self) -> bool {
-        self.0 & Self::WAITER != 0
-    }
-    pub(crate) const fn fired(self) -> bool {
-        self.0 & Self::FIRED != 0
-    }
-    const fn pending(self) -> u16 {
-        ((self.0 & Self::PENDING_MASK) >> Self::PENDING_SHIFT) as u16
-    }
-    const fn with(self, flags: u64) -> State {
-        State(self.0 | flags)
-    }
-    const fn without(self, flags: u64) -> State {
-        State(self.0 & !flags)
-    }
-    const fn with_pending(self, revents: u16) -> State {
-        State(self.0 | ((revents as u64) << Self::PENDING_SHIFT))
-    }
-    const fn without_pending(self) -> State {
-        State(self.0 & !Self::PENDING_MASK)
-    }
-    /// The slot may be torn down: dead, and nobody dispatching or
-    /// controlling it.
-    const fn is_abandoned(self) -> bool {
-        self.is_dead() && !self.is_busy() && !self.ctrl()
-    }
-}
-
-impl std::fmt::Debug for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names = [
-            (Self::LIVE, "LIVE"),
-            (Self::TIMER, "TIMER"),
-            (Self::BUSY, "BUSY"),
-            (Self::RERUN, "RERUN"),
-            (Self::DEAD, "DEAD"),
-            (Self::CTRL, "CTRL"),
-            (Self::WAITER, "WAITER"),
-            (Self::FIRED, "FIRED"),
-        ];
-        write!(f, "State(gen {}", self.generation().get())?;
-        for (bit, name) in names {
-            if self.0 & bit != 0 {
-                write!(f, "|{name}")?;
-            }
-        }
-        write!(f, ", pending {:#x})", self.pending())
-    }
-}
-
-/// Why a token was not dispatched.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-#[repr(u8)]
-pub enum StaleReason {
-    /// The slot index is beyond anything the arena ever allocated, or the
-    /// token is malformed (generation zero).
-    OutOfRange,
-    /// The generation is not the slot's current one, or that registration
-    /// has been deregistered, cancelled or has fired.
-    Generation,
-    /// The registration is live, but `occurred_fd` named a different fd.
-    FdMismatch,
-    /// The token names a timer but arrived as an fd event, or the reverse.
-    WrongKind,
-}
 
 /// Outcome of a begin-dispatch attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -301,14 +174,15 @@ pub(crate) enum EndCtrl {
     TearDown,
 }
 
-/// One arena cell. Its memory lives as long as the engine; only the state
+/// One arena cell, holding a callback of type `C` (the facade's; the
+/// protocol never looks inside it). Its memory lives as long as the engine; only the state
 /// word's current owner touches the cells (see the module doc for who owns
 /// what, when). One cache line each: 56 bytes of fields would otherwise let
 /// two registrations share a line, and two threads reporting for
 /// neighbouring slots would contend on it (measured: 20 ns per report
 /// alone, 43-55 ns beside a neighbour).
 #[repr(align(64))]
-pub(crate) struct Slot {
+pub(crate) struct Slot<C> {
     state: AtomicU64,
     /// fd watch: the fd in the low 32 bits, the interest above. Timer: the
     /// deadline in nanoseconds after the engine's base instant. Written only
@@ -317,7 +191,7 @@ pub(crate) struct Slot {
     param: AtomicU64,
     /// Touched only by: the registrant (before publish), the dispatcher
     /// (while `BUSY`), the tearer (after the last one out).
-    callback: UnsafeCell<Option<Callback>>,
+    callback: UnsafeCell<Option<C>>,
     /// Touched only by the `CTRL` holder, or by the tearer.
     backend_reg: UnsafeCell<Option<BackendReg>>,
 }
@@ -326,10 +200,10 @@ pub(crate) struct Slot {
 // state-word protocol (see the fields' docs and the module doc); everything
 // else is atomic. The cells' contents are `Send`, which is what moving
 // ownership between threads needs.
-unsafe impl Sync for Slot {}
+unsafe impl<C: Send> Sync for Slot<C> {}
 
-impl Slot {
-    pub(crate) fn new(first: Generation) -> Slot {
+impl<C> Slot<C> {
+    pub(crate) fn new(first: Generation) -> Slot<C> {
         Slot {
             state: AtomicU64::new(State::free(first).0),
             param: AtomicU64::new(0),
@@ -393,7 +267,7 @@ impl Slot {
     /// # Safety
     /// The caller owns the free slot (popped it from the free list or claimed
     /// it fresh) and has not published it yet.
-    pub(crate) unsafe fn install(&self, callback: Callback) {
+    pub(crate) unsafe fn install(&self, callback: C) {
         self.callback.with_mut(|cb| {
             // SAFETY: the caller owns the unpublished free slot, so nobody
             // else can reach the cell (function contract).
@@ -449,7 +323,7 @@ impl Slot {
         // state left `LIVE(g)` before that param was written (release
         // chain: kill -> free list -> registrant -> set_param), and the CAS
         // below, ordered after our Acquire of that param, fails.
-        if fd.is_some_and(|fd| crate::fd::param_fd(self.param()) != fd) {
+        if fd.is_some_and(|fd| crate::base::readiness::param_fd(self.param()) != fd) {
             // The param may be a later registration's (see above): then the
             // word has moved on too, and the right reason is the generation.
             let now = self.load();
@@ -494,7 +368,7 @@ impl Slot {
                 // deadline (`begin_timer_if_due`); that takes a few
                 // instructions and holds nothing else, so wait it out
                 // rather than lose this delivery.
-                crate::sync::spin_wait(0);
+                crate::base::sync::spin_wait(0);
                 s = self.load();
                 continue;
             }
@@ -564,7 +438,7 @@ impl Slot {
     /// The caller owns the dispatch of the slot's current generation (its
     /// `begin_*` returned [`Begin::Owned`] and it has not finished), or is
     /// the tearer.
-    pub(crate) unsafe fn with_callback<R>(&self, f: impl FnOnce(&mut Option<Callback>) -> R) -> R {
+    pub(crate) unsafe fn with_callback<R>(&self, f: impl FnOnce(&mut Option<C>) -> R) -> R {
         self.callback.with_mut(|cb| {
             // SAFETY: BUSY (or being the tearer) gives exclusive access to
             // the callback cell (module rule 1 and 4; function contract).
@@ -612,7 +486,7 @@ impl Slot {
             // deadline: wait for that too, so the deadline cannot change
             // under the comparison.
             if s.ctrl() || (s.is_timer() && s.is_busy()) {
-                crate::sync::spin_wait(round);
+                crate::base::sync::spin_wait(round);
                 round += 1;
                 s = self.load();
                 continue;
@@ -734,9 +608,9 @@ mod tests {
         Generation::new(n).unwrap()
     }
 
-    fn published(gen: Generation, timer: bool) -> Slot {
+    fn published(gen: Generation, timer: bool) -> Slot<()> {
         let slot = Slot::new(gen);
-        slot.set_param(crate::fd::pack_param(5, 1));
+        slot.set_param(crate::base::readiness::pack_param(5, 1));
         // SAFETY: the slot is fresh and local to this test.
         unsafe { slot.publish(gen, timer) };
         assert_eq!(slot.end_ctrl(gen, |_| panic!("not dead")), EndCtrl::Live);
@@ -798,7 +672,7 @@ mod tests {
 
     #[test]
     fn loop_fires_a_timer_only_when_due_and_not_while_modified() {
-        let slot = Slot::new(g(4));
+        let slot = Slot::<()>::new(g(4));
         slot.set_param(100);
         // SAFETY: the slot is fresh and local to this test.
         unsafe { slot.publish(g(4), true) };

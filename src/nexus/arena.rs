@@ -9,9 +9,9 @@
 //! whole life of the engine: a token can be checked against its slot
 //! without any guard or reference count.
 
-use crate::slot::Slot;
-use crate::sync::{AtomicPtr, AtomicU32, FreeList, Ordering};
-use crate::token::{Generation, MAX_SLOTS};
+use crate::base::sync::{AtomicPtr, AtomicU32, FreeList, Ordering};
+use crate::base::token::{Generation, MAX_SLOTS};
+use crate::nexus::slot::Slot;
 
 /// The first page holds 32 slots (2 KiB); under loom, 2, to keep the
 /// model's object count small.
@@ -45,8 +45,11 @@ const fn page_len(page: usize) -> usize {
     FIRST_PAGE << page
 }
 
-pub(crate) struct Arena {
-    pages: [AtomicPtr<Slot>; PAGES],
+pub(crate) struct Arena<C> {
+    pages: [AtomicPtr<Slot<C>>; PAGES],
+    /// The arena owns slots of `C`: it is `Send`/`Sync` exactly when they
+    /// are (an `AtomicPtr` alone would make it so for any `C`).
+    _slots: std::marker::PhantomData<Slot<C>>,
     /// How many indices have ever been handed out fresh (`0..claimed`).
     claimed: AtomicU32,
     /// The most indices this arena hands out.
@@ -61,10 +64,11 @@ pub(crate) struct Arena {
 #[derive(Debug)]
 pub(crate) struct Full;
 
-impl Arena {
-    pub(crate) fn new(limit: usize, first_generation: Generation) -> Arena {
+impl<C> Arena<C> {
+    pub(crate) fn new(limit: usize, first_generation: Generation) -> Arena<C> {
         Arena {
             pages: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            _slots: std::marker::PhantomData,
             claimed: AtomicU32::new(0),
             limit: limit.min(MAX_SLOTS) as u32,
             free: FreeList::default(),
@@ -75,7 +79,7 @@ impl Arena {
     /// The slot at `index`, if its page exists. Never dereferences anything
     /// but the page table for an index that was never claimed.
     #[inline]
-    pub(crate) fn get(&self, index: u32) -> Option<&Slot> {
+    pub(crate) fn get(&self, index: u32) -> Option<&Slot<C>> {
         if index >= self.limit {
             return None;
         }
@@ -94,7 +98,7 @@ impl Arena {
 
     /// Hands out a free slot index: a released one first, else a fresh one.
     /// The caller owns the returned slot until it publishes it.
-    pub(crate) fn alloc(&self) -> Result<(u32, &Slot), Full> {
+    pub(crate) fn alloc(&self) -> Result<(u32, &Slot<C>), Full> {
         let index = match self.free.pop() {
             Some(index) => index,
             None => self.claim_fresh()?,
@@ -131,10 +135,10 @@ impl Arena {
         if !self.pages[page].load(Ordering::Acquire).is_null() {
             return;
         }
-        let slots: Box<[Slot]> = (0..page_len(page))
+        let slots: Box<[Slot<C>]> = (0..page_len(page))
             .map(|_| Slot::new(self.first_generation))
             .collect();
-        let fresh = Box::into_raw(slots) as *mut Slot;
+        let fresh = Box::into_raw(slots) as *mut Slot<C>;
         // Release: publishes the initialised slots to `get`. Acquire on
         // failure: the winner's page is then the one we use.
         if self.pages[page]
@@ -168,11 +172,11 @@ impl Arena {
 
     /// Bytes of one slot, for the memory figures.
     pub(crate) const fn slot_bytes() -> usize {
-        std::mem::size_of::<Slot>()
+        std::mem::size_of::<Slot<C>>()
     }
 }
 
-impl Drop for Arena {
+impl<C> Drop for Arena<C> {
     fn drop(&mut self) {
         for (page, ptr) in self.pages.iter().enumerate() {
             // Acquire: `&mut self` already orders us after every other
@@ -208,7 +212,7 @@ mod tests {
 
     #[test]
     fn unclaimed_index_has_no_slot_and_claims_are_distinct() {
-        let arena = Arena::new(100, Generation::FIRST);
+        let arena = Arena::<()>::new(100, Generation::FIRST);
         assert!(arena.get(0).is_none());
         let (a, _) = arena.alloc().unwrap();
         let (b, _) = arena.alloc().unwrap();
@@ -220,7 +224,7 @@ mod tests {
 
     #[test]
     fn arena_reports_full_at_its_limit_and_reuses_recycled_slots() {
-        let arena = Arena::new(3, Generation::FIRST);
+        let arena = Arena::<()>::new(3, Generation::FIRST);
         let got: Vec<u32> = (0..3).map(|_| arena.alloc().unwrap().0).collect();
         assert!(arena.alloc().is_err());
         arena.recycle(got[1]);

@@ -3,10 +3,11 @@
 //! has exited, and the engine reaps it (`waitid(P_PIDFD)`) and hands the
 //! exit status to the callback, once.
 
+use crate::base::error::{Error, Result};
+use crate::base::readiness::Interest;
+use crate::base::token::Token;
+use crate::engine::fd::FdWatch;
 use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::fd::{FdWatch, Interest};
-use crate::token::Token;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -1,0 +1,241 @@
+//! Control: completing a registration, releasing `CTRL` (and disposing of
+//! the backend's value when the registration died meanwhile), tearing a
+//! registration down, deregistering and modifying.
+
+use super::{Backend, Core, Removal};
+use crate::base::error::{Error, Result};
+use crate::base::readiness::{pack_param, param_fd, param_interest, Interest};
+use crate::base::scope;
+use crate::base::token::{Generation, Token};
+use crate::nexus::slot::{BackendReg, EndCtrl, Kill, Slot};
+use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+impl<C: Send + 'static> Core<C> {
+    /// Second half of a registration: the registrant holds `CTRL` and has
+    /// called the backend. A timer is handed to the backend's loop after
+    /// `CTRL` is released ([`Backend::timer_armed`]).
+    pub(super) fn complete_registration(
+        &self,
+        slot: &Slot<C>,
+        index: u32,
+        g: Generation,
+        result: Result<BackendReg>,
+        timer: bool,
+    ) -> Result<()> {
+        pause_point!(AfterBackendCall);
+        match result {
+            Ok(reg) => {
+                // SAFETY: we hold CTRL (taken by `publish`).
+                unsafe { slot.with_backend_reg(|cell| *cell = Some(reg)) };
+                // Read under CTRL: nobody else may change it yet.
+                let deadline = slot.param();
+                let (outcome, _) = self.end_ctrl(slot, index, g);
+                if timer && outcome == EndCtrl::Live {
+                    self.backend.timer_armed(Token::new(index, g), deadline);
+                }
+                self.backend.changed();
+                Ok(())
+            }
+            Err(e) => {
+                // We hold CTRL, so this only sets DEAD (or finds it set by a
+                // callback that already ended the registration).
+                let _ = slot.kill(g);
+                self.end_ctrl(slot, index, g);
+                self.wait_gone_unless_nested(slot, g);
+                Err(e)
+            }
+        }
+    }
+
+    /// Releases `CTRL`, disposing of the backend value first if the
+    /// registration died meanwhile, and tears down if last out. Returns
+    /// how `CTRL` was released and, when this call removed an fd watch
+    /// from its backend, what became of its kernel entry (with the fd).
+    pub(super) fn end_ctrl(
+        &self,
+        slot: &Slot<C>,
+        index: u32,
+        g: Generation,
+    ) -> (EndCtrl, Option<(Removal, RawFd)>) {
+        let mut removal = None;
+        let outcome = slot.end_ctrl(g, |s| {
+            // SAFETY: `end_ctrl` calls this with CTRL still held.
+            let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
+            if let Some(reg) = reg {
+                let token = Token::new(index, g);
+                if s.fired() {
+                    // A timeout that occurred is over for the backend.
+                    drop(reg);
+                } else if s.is_timer() {
+                    self.backend.timeout_deregister(token, reg);
+                } else {
+                    let fd = param_fd(slot.param());
+                    let r = self.backend.fd_deregister(fd, token, reg);
+                    if r == Removal::FdClosed {
+                        self.stats.closed_while_registered();
+                    }
+                    removal = Some((r, fd));
+                }
+            }
+        });
+        if outcome == EndCtrl::TearDown {
+            self.tear_down(slot, index, g);
+        }
+        (outcome, removal)
+    }
+
+    /// The last one out: drop what the registration owned, release the slot
+    /// (next generation, or retired), wake waiters.
+    pub(super) fn tear_down(&self, slot: &Slot<C>, index: u32, g: Generation) {
+        // SAFETY: we are the last one out of generation g (module rule 4 of
+        // `slot`): nobody else touches the cells until we release.
+        let callback = unsafe { slot.with_callback(|cell| cell.take()) };
+        // SAFETY: as above. Only a fired timer's value can still be here.
+        let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
+        {
+            // Dropping user values runs user code, which may drop handles,
+            // its own included: treat it as callback context so that such a
+            // deregister does not wait for this very teardown. A panic in a
+            // destructor is contained here.
+            let _scope = scope::Scope::enter_callback();
+            let _ = catch_unwind(AssertUnwindSafe(move || {
+                drop(callback);
+                drop(reg);
+            }));
+        }
+        let (next, had_waiter) = slot.release(g);
+        match next {
+            Some(_) => self.arena.recycle(index),
+            None => self.stats.retired(),
+        }
+        self.stats.deregistered();
+        if had_waiter {
+            let _guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiters_cv.notify_all();
+        }
+    }
+
+    /// Sleeps until generation `g` of `slot` has been torn down, unless the
+    /// calling thread is inside a callback or hook (where waiting could
+    /// deadlock: see the crate docs, "Deregistration").
+    fn wait_gone_unless_nested(&self, slot: &Slot<C>, g: Generation) {
+        if scope::in_callback_or_hook() {
+            return;
+        }
+        if !slot.load().is_live() || slot.load().generation() != g {
+            return;
+        }
+        let mut guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        while !slot.gone_or_mark_waiter(g) {
+            guard = self
+                .waiters_cv
+                .wait(guard)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Ends the registration named by `token`: `Ok(true)` if this call
+    /// ended it, `Ok(false)` if it names no live registration, and
+    /// [`Error::ClosedWhileRegistered`] if this call ended it but its fd had
+    /// been closed while registered (`Engine::deregister` says the rest).
+    pub(crate) fn deregister(&self, token: Token) -> Result<bool> {
+        let Some((index, slot, g)) = self.resolve(token) else {
+            return Ok(false);
+        };
+        let (ended, removal) = match slot.kill(g) {
+            Kill::Gone => return Ok(false),
+            Kill::AlreadyDead => (false, None),
+            Kill::Killed { took_ctrl } => {
+                let removal = if took_ctrl {
+                    self.end_ctrl(slot, index, g).1
+                } else {
+                    // A control operation (a modify) holds CTRL: it removes
+                    // the registration from the backend when it lets go.
+                    None
+                };
+                self.backend.changed();
+                (true, removal)
+            }
+        };
+        self.wait_gone_unless_nested(slot, g);
+        match removal {
+            Some((Removal::FdClosed, fd)) => Err(Error::ClosedWhileRegistered(fd)),
+            _ => Ok(ended),
+        }
+    }
+
+    pub(crate) fn modify_fd(&self, token: Token, interest: Interest) -> Result<()> {
+        self.modify(token, |backend, slot, reg| {
+            let fd = param_fd(slot.param());
+            if param_interest(slot.param()).is_edge() != interest.is_edge() {
+                return Err(Error::Backend(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "evnexus: modify cannot switch a watch between level and edge triggering",
+                )));
+            }
+            slot.set_param(pack_param(fd, interest.bits()));
+            match reg {
+                Some(reg) => backend.fd_modify(fd, token, reg, interest),
+                None => Ok(()),
+            }
+        })
+    }
+
+    pub(crate) fn modify_timer(&self, token: Token, deadline: Instant) -> Result<()> {
+        let offset = self.clock.offset(deadline);
+        self.modify(token, |backend, slot, reg| {
+            slot.set_param(offset);
+            match reg {
+                Some(reg) => backend.timeout_modify(token, reg, deadline),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Runs `change` under `CTRL` on the live registration `token`.
+    ///
+    /// If the registration ends while `change` runs (a callback
+    /// deregisters it, a panic ends it, a timer fires), this modify has
+    /// lost the race: it returns [`Error::Gone`], and it is this call that
+    /// removes the registration from the backend, on letting go of `CTRL`.
+    fn modify(
+        &self,
+        token: Token,
+        change: impl FnOnce(&dyn Backend, &Slot<C>, Option<&mut BackendReg>) -> Result<()>,
+    ) -> Result<()> {
+        if scope::in_hook() {
+            return Err(Error::Reentrant);
+        }
+        let (index, slot, g) = self.resolve(token).ok_or(Error::Gone)?;
+        if !slot.lock_ctrl(g) {
+            return Err(Error::Gone);
+        }
+        pause_point!(BeforeBackendCall);
+        // The slot holds the new value before the backend is told (a loop
+        // backend reads it from there); a refusal puts the old one back.
+        let before = slot.param();
+        // SAFETY: we hold CTRL.
+        let result =
+            unsafe { slot.with_backend_reg(|cell| change(&*self.backend, slot, cell.as_mut())) };
+        if result.is_err() {
+            slot.set_param(before);
+        }
+        pause_point!(AfterBackendCall);
+        // Read under CTRL: the value that stands (new, or restored), and
+        // the kind (after CTRL the slot may hold another registration).
+        let (param, is_timer) = (slot.param(), slot.load().is_timer());
+        let (outcome, _) = self.end_ctrl(slot, index, g);
+        self.backend.changed();
+        if outcome != EndCtrl::Live {
+            return Err(Error::Gone);
+        }
+        if is_timer {
+            // Whether or not the change took: the loop may have passed the
+            // timer over while we held CTRL.
+            self.backend.timer_armed(token, param);
+        }
+        result
+    }
+}

@@ -1,0 +1,248 @@
+//! The dispatch paths: a report from the application (`occurred_*`), an
+//! event the built-in loop observed (`dispatch_ready`), a timer the loop
+//! found due (`fire_if_due`). Each resolves the token, begins the dispatch
+//! with one CAS, runs the callback (as the facade says, with `run_fd` or
+//! `run_timer`), finishes, and tears down if it was the last one out.
+
+use super::{Core, Occurred};
+use crate::base::error::{CallbackPanic, Error, Result};
+use crate::base::readiness::{param_fd, param_interest, Readiness};
+use crate::base::scope::{self, panic_message};
+use crate::base::token::{Generation, StaleReason, Token};
+use crate::nexus::slot::{Begin, Due, Finish, Kill, Slot};
+use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+impl<C: Send + 'static> Core<C> {
+    /// A report of `revents` on `fd` for fd watch `token`: rejected as
+    /// stale in one load (the common case) or dispatched with `run_fd`.
+    #[inline]
+    pub(crate) fn occurred_fd(
+        &self,
+        token: Token,
+        fd: RawFd,
+        revents: Readiness,
+        run_fd: impl FnMut(&mut C, RawFd, Readiness),
+    ) -> Result<Occurred> {
+        let Some((index, slot, g)) = self.resolve(token) else {
+            return Ok(self.reject(StaleReason::OutOfRange));
+        };
+        // The common stale case in one load, before the dispatch machinery.
+        if let Some(reason) = slot.quick_stale(g, false) {
+            return Ok(self.reject(reason));
+        }
+        self.occurred_fd_at(slot, index, g, Some(fd), revents, run_fd)
+    }
+
+    /// Readiness that the engine's own loop observed for `token` (the fd is
+    /// the registered one: no fd check).
+    pub(crate) fn dispatch_ready(
+        &self,
+        token: Token,
+        revents: u16,
+        run_fd: impl FnMut(&mut C, RawFd, Readiness),
+    ) -> Result<Occurred> {
+        let Some((index, slot, g)) = self.resolve(token) else {
+            return Ok(self.reject(StaleReason::OutOfRange));
+        };
+        let readiness = Readiness::from_bits(revents);
+        self.occurred_fd_at(slot, index, g, None, readiness, run_fd)
+    }
+
+    /// Begins the dispatch of fd watch `g` in `slot` and runs it, defers it
+    /// or rejects it. `fd: None`: the engine's own loop saw the event on the
+    /// registered fd, no fd check.
+    #[inline(never)]
+    fn occurred_fd_at(
+        &self,
+        slot: &Slot<C>,
+        index: u32,
+        g: Generation,
+        fd: Option<RawFd>,
+        revents: Readiness,
+        run_fd: impl FnMut(&mut C, RawFd, Readiness),
+    ) -> Result<Occurred> {
+        match slot.begin_fd(g, fd, revents.bits()) {
+            Begin::Owned => {
+                let fd = fd.unwrap_or_else(|| param_fd(slot.param()));
+                self.dispatch_fd(slot, index, g, fd, revents, run_fd)
+            }
+            Begin::Deferred => {
+                self.stats.rerun();
+                Ok(Occurred::Deferred)
+            }
+            Begin::Stale(reason) => Ok(self.reject(reason)),
+        }
+    }
+
+    /// A report that timer `token` occurred: the callback runs at most once
+    /// per registration, however often or concurrently this is called.
+    #[inline]
+    pub(crate) fn occurred_timeout(
+        &self,
+        token: Token,
+        run_timer: impl FnOnce(C, Instant),
+    ) -> Result<Occurred> {
+        let Some((index, slot, g)) = self.resolve(token) else {
+            return Ok(self.reject(StaleReason::OutOfRange));
+        };
+        if let Some(reason) = slot.quick_stale(g, true) {
+            return Ok(self.reject(reason));
+        }
+        match slot.begin_timer(g) {
+            Ok(()) => self.dispatch_timer(slot, index, g, Token::new(index, g), run_timer),
+            Err(reason) => Ok(self.reject(reason)),
+        }
+    }
+
+    /// The engine's own loop fires `token` if it is due at `now` (an offset
+    /// on the engine's clock); `None` when it is not due, is being changed
+    /// or is gone (the loop drops its queue entry: whoever changes it hands
+    /// it over again).
+    pub(crate) fn fire_if_due(
+        &self,
+        token: Token,
+        now: u64,
+        run_timer: impl FnOnce(C, Instant),
+    ) -> Option<Result<Occurred>> {
+        let (index, slot, g) = self.resolve(token)?;
+        match slot.begin_timer_if_due(g, now) {
+            Due::Owned => Some(self.dispatch_timer(slot, index, g, token, run_timer)),
+            Due::NotYet | Due::Stale(_) => None,
+            Due::Cancelled { teardown } => {
+                if teardown {
+                    self.tear_down(slot, index, g);
+                }
+                None
+            }
+        }
+    }
+
+    /// Runs an fd watch's callback, and again for every rerun, then
+    /// finishes the dispatch. Out of line, so that the report paths that
+    /// end without a dispatch (stale, deferred) stay small.
+    #[inline(never)]
+    fn dispatch_fd(
+        &self,
+        slot: &Slot<C>,
+        index: u32,
+        g: Generation,
+        fd: RawFd,
+        revents: Readiness,
+        mut run_fd: impl FnMut(&mut C, RawFd, Readiness),
+    ) -> Result<Occurred> {
+        let _scope = scope::Scope::enter_callback();
+        let mut readiness = revents;
+        let mut outcome = Ok(Occurred::Suppressed);
+        loop {
+            let run = if self.recheck {
+                self.recheck(slot, readiness)
+            } else {
+                Some(readiness)
+            };
+            match run {
+                Some(readiness) => {
+                    // SAFETY: we own the dispatch (BUSY) until `finish`.
+                    let ran = unsafe {
+                        slot.with_callback(|cell| match cell {
+                            Some(cb) => {
+                                catch_unwind(AssertUnwindSafe(|| run_fd(cb, fd, readiness)))
+                            }
+                            None => Ok(()),
+                        })
+                    };
+                    self.stats.dispatched();
+                    match ran {
+                        Ok(()) => {
+                            if outcome.is_ok() {
+                                outcome = Ok(Occurred::Dispatched);
+                            }
+                        }
+                        Err(payload) => {
+                            self.stats.panicked();
+                            // Policy: a watch whose callback panicked is
+                            // ended, as if deregistered from inside it.
+                            if let Kill::Killed { took_ctrl: true } = slot.kill(g) {
+                                let _ = self.end_ctrl(slot, index, g);
+                            }
+                            self.backend.changed();
+                            outcome = Err(Error::CallbackPanicked(Box::new(CallbackPanic {
+                                token: Token::new(index, g),
+                                message: panic_message(payload),
+                            })));
+                        }
+                    }
+                }
+                None => self.stats.recheck_suppressed(),
+            }
+            match slot.finish(g) {
+                Finish::Rerun(pending) => readiness = Readiness::from_bits(pending),
+                Finish::Idle => return outcome,
+                Finish::TearDown => {
+                    self.tear_down(slot, index, g);
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    /// libxl's `poll(fd, 0)` re-check: what of the watch's interest holds
+    /// now, or `None` if nothing does.
+    fn recheck(&self, slot: &Slot<C>, reported: Readiness) -> Option<Readiness> {
+        let param = slot.param();
+        let interest = param_interest(param);
+        let mut pfd = libc::pollfd {
+            fd: param_fd(param),
+            events: interest.as_poll_events(),
+            revents: 0,
+        };
+        loop {
+            // SAFETY: `pfd` is one valid pollfd and the timeout is zero.
+            let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+            if n >= 0 {
+                let now = Readiness::from_poll_revents(pfd.revents).relevant_to(interest);
+                return (n > 0 && !now.is_empty()).then_some(now);
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                // The re-check could not be made: deliver what was reported
+                // rather than lose it.
+                return Some(reported);
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn dispatch_timer(
+        &self,
+        slot: &Slot<C>,
+        index: u32,
+        g: Generation,
+        token: Token,
+        run_timer: impl FnOnce(C, Instant),
+    ) -> Result<Occurred> {
+        let _scope = scope::Scope::enter_callback();
+        // A fired timer is DEAD: no modify can change the param any more.
+        let deadline = self.clock.instant(slot.param());
+        // SAFETY: we own the dispatch (BUSY).
+        let callback = unsafe { slot.with_callback(|cell| cell.take()) };
+        let mut outcome = Ok(Occurred::Dispatched);
+        if let Some(cb) = callback {
+            self.stats.dispatched();
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || run_timer(cb, deadline))) {
+                self.stats.panicked();
+                outcome = Err(Error::CallbackPanicked(Box::new(CallbackPanic {
+                    token,
+                    message: panic_message(payload),
+                })));
+            }
+        }
+        match slot.finish(g) {
+            Finish::TearDown => self.tear_down(slot, index, g),
+            // A control operation still holds CTRL; it tears down.
+            Finish::Idle => {}
+            Finish::Rerun(_) => unreachable!("a fired timer is dead and never reruns"),
+        }
+        outcome
+    }
+}
