@@ -1,0 +1,151 @@
+//! The C tests (`tests/c/*.c`) and the C examples (`examples/*.c`),
+//! compiled with the system's `cc` against `include/evnexus.h` and linked
+//! with the static library `libevnexus.a` that this package builds, then
+//! run; a C test fails by aborting (`CHECK` in `tests/c/check.h`).
+//!
+//! `EVNEXUS_C_SANITIZE=1` compiles them with
+//! `-fsanitize=address,undefined` (the Rust library itself is not
+//! instrumented); `.ci/run` runs them both ways.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// `target/<profile>`, where cargo puts `libevnexus.a`: this test binary
+/// lives in `target/<profile>/deps`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+/// Builds `libevnexus.a` (and `libevnexus.so`) in this test's profile:
+/// cargo does not build a library that is only a `staticlib`/`cdylib` for
+/// the integration tests of its own package.
+fn build_library() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = profile_dir();
+            let target = dir.parent().unwrap();
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo
+                .args(["build", "--lib", "-p", "evnexus-capi", "--target-dir"])
+                .arg(target)
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            match dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") => {}
+                Some("release") => {
+                    cargo.arg("--release");
+                }
+                Some(other) => {
+                    cargo.args(["--profile", other]);
+                }
+                None => panic!("no profile directory"),
+            }
+            let status = cargo.status().expect("run cargo build");
+            assert!(status.success(), "cargo build of libevnexus failed");
+            dir.join("libevnexus.a")
+        })
+        .clone()
+}
+
+fn sanitize() -> bool {
+    std::env::var_os("EVNEXUS_C_SANITIZE").is_some_and(|v| v != "0")
+}
+
+/// Compiles `source` (relative to this package) into an executable and
+/// returns its path.
+fn compile(source: &str, extra: &[&str]) -> PathBuf {
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = build_library();
+    let stem = Path::new(source).file_stem().unwrap().to_str().unwrap();
+    let suffix = if sanitize() { "-san" } else { "" };
+    let out_dir = profile_dir().join("c-tests");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let exe = out_dir.join(format!("{stem}{suffix}"));
+    let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
+    cc.args(["-std=c11", "-O1", "-g", "-pthread", "-Wall", "-Wextra", "-Werror"])
+        .arg("-I")
+        .arg(pkg.join("include"))
+        .arg(pkg.join(source));
+    if sanitize() {
+        cc.args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
+            .arg("-fno-omit-frame-pointer");
+    }
+    cc.args(extra)
+        .arg(&lib)
+        .args(["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl"])
+        .arg("-o")
+        .arg(&exe);
+    let output = cc.output().expect("run cc");
+    assert!(
+        output.status.success(),
+        "cc {source} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    exe
+}
+
+/// Runs `exe` with `args`, fails the test if it fails or takes more than
+/// `limit`, and returns its standard output.
+fn run(exe: &Path, args: &[&str], limit: Duration) -> String {
+    let start = Instant::now();
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the C test");
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{} ran past {limit:?}\n{}{}",
+                exe.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n{stdout}{}",
+        exe.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{stdout}");
+    stdout
+}
+
+fn c_test(name: &str) -> String {
+    let exe = compile(&format!("tests/c/{name}.c"), &[]);
+    run(&exe, &[], Duration::from_secs(120))
+}
+
+#[test]
+fn fd_deregistration_race_rejects_the_stale_array_and_fires_the_new_watch_next_cycle() {
+    c_test("fdderegrace");
+}
+
+#[test]
+fn timeouts_deregistering_each_other_leave_nothing_registered() {
+    c_test("timedereg");
+}
+
+#[test]
+fn application_loop_in_c_with_late_duplicated_forged_reports_under_churn() {
+    let out = c_test("apploop");
+    assert!(out.contains("misdeliveries: 0"));
+}
