@@ -136,8 +136,18 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// Marks a pause point of a control path (see `testing`); nothing at all
+/// without the `testing` feature.
+macro_rules! pause_point {
+    ($point:ident) => {
+        #[cfg(feature = "testing")]
+        $crate::testing::pause($crate::testing::PausePoint::$point);
+    };
+}
+
 mod arena;
 mod backend;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod bench_api;
 mod child;
@@ -145,9 +155,13 @@ mod engine;
 mod error;
 mod fd;
 mod hooks;
+mod nest;
 mod slot;
 mod stats;
 mod sync;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 mod timer;
 mod token;
 

@@ -44,18 +44,24 @@ mod imp {
         }
     }
 
-    /// The free list under loom: a mutex-guarded deque, because loom cannot
-    /// see the happens-before edges inside crossbeam's lock-free queue and
-    /// would report false races on slot cells handed from one owner to the
-    /// next through it.
-    #[derive(Debug, Default)]
-    pub(crate) struct FreeList(Mutex<std::collections::VecDeque<u32>>);
+    /// A lock-free queue under loom: a mutex-guarded deque, because loom
+    /// cannot see the happens-before edges inside crossbeam's lock-free
+    /// queue and would report false races on slot cells handed from one
+    /// owner to the next through it.
+    #[derive(Debug)]
+    pub(crate) struct Queue<T>(Mutex<std::collections::VecDeque<T>>);
 
-    impl FreeList {
-        pub(crate) fn push(&self, index: u32) {
-            self.0.lock().unwrap().push_back(index);
+    impl<T> Default for Queue<T> {
+        fn default() -> Self {
+            Self(Mutex::new(std::collections::VecDeque::new()))
         }
-        pub(crate) fn pop(&self) -> Option<u32> {
+    }
+
+    impl<T> Queue<T> {
+        pub(crate) fn push(&self, value: T) {
+            self.0.lock().unwrap().push_back(value);
+        }
+        pub(crate) fn pop(&self) -> Option<T> {
             self.0.lock().unwrap().pop_front()
         }
     }
@@ -103,26 +109,35 @@ mod imp {
         }
     }
 
-    /// Free slot indices: crossbeam's unbounded lock-free MPMC queue. FIFO
-    /// on purpose: a freed slot goes to the back, so reuse is spread over
-    /// all free slots and each slot's generation advances as slowly as the
-    /// churn allows.
-    #[derive(Debug, Default)]
-    pub(crate) struct FreeList(crossbeam_queue::SegQueue<u32>);
+    /// A lock-free unbounded MPMC FIFO: crossbeam's `SegQueue`. It holds
+    /// the arena's free slot indices (FIFO on purpose: a freed slot goes to
+    /// the back, so reuse is spread over all free slots and each slot's
+    /// generation advances as slowly as the churn allows) and a built-in
+    /// loop's commands from other threads.
+    #[derive(Debug)]
+    pub(crate) struct Queue<T>(crossbeam_queue::SegQueue<T>);
 
-    impl FreeList {
+    impl<T> Default for Queue<T> {
+        fn default() -> Self {
+            Self(crossbeam_queue::SegQueue::new())
+        }
+    }
+
+    impl<T> Queue<T> {
         #[inline]
-        pub(crate) fn push(&self, index: u32) {
-            self.0.push(index);
+        pub(crate) fn push(&self, value: T) {
+            self.0.push(value);
         }
         #[inline]
-        pub(crate) fn pop(&self) -> Option<u32> {
+        pub(crate) fn pop(&self) -> Option<T> {
             self.0.pop()
         }
     }
 }
 
 pub(crate) use imp::*;
+/// The arena's free slot indices.
+pub(crate) type FreeList = Queue<u32>;
 pub(crate) use std::sync::atomic::Ordering;
 /// A plain `std` `Arc`, under loom too, for what no protocol shares (a
 /// waker's handle on the wake-up eventfd).
