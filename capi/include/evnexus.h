@@ -238,6 +238,22 @@ typedef struct evnexus_stats {
    * io_uring loop: completion queue overflows drained from the kernel.
    */
   uint64_t ring_cq_overflow;
+  /**
+   * Deregistrations that found the watch's fd closed while it was still
+   * registered (`evnexus_deregister` returned `-EBADF`).
+   */
+  uint64_t closed_while_registered;
+  /**
+   * Built-in loops: kernel entries that outlived their watch (fd closed
+   * while registered, file kept open by a duplicate), found reporting
+   * and removed.
+   */
+  uint64_t orphans_removed;
+  /**
+   * Built-in loops: such entries that could not be removed; the loop
+   * wakes for them until the last copy of the file is closed.
+   */
+  uint64_t orphans_left;
 } evnexus_stats;
 
 /**
@@ -362,6 +378,43 @@ int evnexus_stop(struct evnexus *ev);
  * built-in loop, where it does nothing); `-EINVAL` for NULL.
  */
 int evnexus_wake(struct evnexus *ev);
+
+/**
+ * Nesting: the fd a host loop (GLib, sd-event, libuv, a plain `poll()`)
+ * watches for readability to drive this engine, as `sd_event_get_fd`.
+ *
+ * The recipe: watch this fd for `POLLIN` and sleep at most
+ * `evnexus_next_timeout_ns`; when the fd is readable or that time has
+ * passed, call `evnexus_run_once(ev, 0)` (dispatches what is ready and due
+ * without blocking), then ask `evnexus_next_timeout_ns` again.
+ *
+ * Built-in loops: the loop's epoll set, readable whenever a non-blocking
+ * `evnexus_run_once` has an fd event to dispatch or the engine was woken
+ * (a registration or timer change from another thread wakes it); timers
+ * are not reflected in it. Poll engines: the wake-up eventfd of
+ * `evnexus_beforepoll`'s first entry.
+ *
+ * Ownership: the engine owns the fd: do not close it, read it or change
+ * its flags; it is valid until `evnexus_free`. Threading: any thread.
+ * Errors: `-EINVAL` for NULL, `-EOPNOTSUPP` on a hooks engine (its
+ * application's loop keeps the registrations; there is nothing to nest).
+ */
+int evnexus_get_fd(struct evnexus *ev);
+
+/**
+ * Nesting: how long a host loop may sleep before this engine has a timer
+ * due, in nanoseconds: 0 when one is due now, -1 when no timer is pending
+ * (sleep on the fd alone). Never later than the true answer (a cancelled
+ * timer can make it earlier: the host then wakes once for nothing).
+ * Rounding it to a host's coarser unit, round up (a host that wakes early
+ * finds nothing due and asks again). Called between two `run_once` calls,
+ * it also takes in timers registered meanwhile on other threads.
+ *
+ * Threading: any thread (the host loop's, normally). Errors (values below
+ * -1): `-EINVAL` for NULL. On a hooks engine: -1 (its application's loop
+ * keeps the timeouts).
+ */
+int64_t evnexus_next_timeout_ns(struct evnexus *ev);
 
 /**
  * Fills `*out` with the engine's counts (a consistent-enough snapshot:
@@ -568,13 +621,17 @@ int evnexus_watch_child(struct evnexus *ev,
  *
  * Returns 0 if this call ended it; `-ENOENT` if the token names no live
  * registration (already ended, fired, or any other `uint64_t`: every
- * value is safe).
+ * value is safe); `-EBADF` if this call ended it but the watch's fd had
+ * been closed while still registered, so its kernel entry could not be
+ * removed (close an fd only after its watch has ended).
  *
  * Threading: any thread. Outside any callback this waits until a run of
  * the callback in progress on another thread has returned, and the free
  * callback has run. From inside a callback or hook it does not wait (a
  * callback may deregister itself or another registration without
- * deadlock); the free callback then runs when the last run returns.
+ * deadlock); the free callback then runs when the last run returns. A
+ * timer that is firing on another thread is over (`-ENOENT`), and this
+ * call, outside a callback, waits for its run and free callback too.
  * Errors: `-EINVAL` for NULL `ev`.
  */
 int evnexus_deregister(struct evnexus *ev,

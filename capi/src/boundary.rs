@@ -61,7 +61,7 @@ pub(crate) use ffi_boundary;
 /// The negative errno for an engine error.
 pub(crate) fn errno_of(e: &Error) -> c_int {
     -match e {
-        Error::BadFd(_) => libc::EBADF,
+        Error::BadFd(_) | Error::ClosedWhileRegistered(_) => libc::EBADF,
         Error::Gone => libc::ENOENT,
         Error::Full { .. } => libc::ENOSPC,
         Error::Backend(io) => io_errno(io),

@@ -6,6 +6,7 @@ use crate::hooks::{evnexus_hooks, CHooks};
 use crate::{borrow, Evnexus};
 use evnexus::{BackendKind, Engine};
 use std::ffi::c_int;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// The built-in loop on io_uring, or on epoll where the kernel refuses
 /// io_uring.
@@ -207,5 +208,62 @@ pub extern "C" fn evnexus_wake(ev: *mut Evnexus) -> c_int {
         };
         e.engine.waker().wake();
         0
+    }
+}
+
+/// Nesting: the fd a host loop (GLib, sd-event, libuv, a plain `poll()`)
+/// watches for readability to drive this engine, as `sd_event_get_fd`.
+///
+/// The recipe: watch this fd for `POLLIN` and sleep at most
+/// `evnexus_next_timeout_ns`; when the fd is readable or that time has
+/// passed, call `evnexus_run_once(ev, 0)` (dispatches what is ready and due
+/// without blocking), then ask `evnexus_next_timeout_ns` again.
+///
+/// Built-in loops: the loop's epoll set, readable whenever a non-blocking
+/// `evnexus_run_once` has an fd event to dispatch or the engine was woken
+/// (a registration or timer change from another thread wakes it); timers
+/// are not reflected in it. Poll engines: the wake-up eventfd of
+/// `evnexus_beforepoll`'s first entry.
+///
+/// Ownership: the engine owns the fd: do not close it, read it or change
+/// its flags; it is valid until `evnexus_free`. Threading: any thread.
+/// Errors: `-EINVAL` for NULL, `-EOPNOTSUPP` on a hooks engine (its
+/// application's loop keeps the registrations; there is nothing to nest).
+#[no_mangle]
+pub extern "C" fn evnexus_get_fd(ev: *mut Evnexus) -> c_int {
+    ffi_boundary! {
+        // SAFETY: the header's contract for `ev`.
+        let Some(e) = (unsafe { borrow(ev) }) else {
+            return EINVAL;
+        };
+        if e.engine.backend() == BackendKind::Hooks {
+            return -libc::EOPNOTSUPP;
+        }
+        e.engine.as_fd().as_raw_fd()
+    }
+}
+
+/// Nesting: how long a host loop may sleep before this engine has a timer
+/// due, in nanoseconds: 0 when one is due now, -1 when no timer is pending
+/// (sleep on the fd alone). Never later than the true answer (a cancelled
+/// timer can make it earlier: the host then wakes once for nothing).
+/// Rounding it to a host's coarser unit, round up (a host that wakes early
+/// finds nothing due and asks again). Called between two `run_once` calls,
+/// it also takes in timers registered meanwhile on other threads.
+///
+/// Threading: any thread (the host loop's, normally). Errors (values below
+/// -1): `-EINVAL` for NULL. On a hooks engine: -1 (its application's loop
+/// keeps the timeouts).
+#[no_mangle]
+pub extern "C" fn evnexus_next_timeout_ns(ev: *mut Evnexus) -> i64 {
+    ffi_boundary! {
+        // SAFETY: the header's contract for `ev`.
+        let Some(e) = (unsafe { borrow(ev) }) else {
+            return i64::from(EINVAL);
+        };
+        match e.engine.next_timeout() {
+            None => -1,
+            Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        }
     }
 }

@@ -2,13 +2,17 @@
 //!
 //! The Rust API hands out an owning handle per registration ([`FdWatch`],
 //! [`Timer`], [`ChildWatch`]): dropping it ends the registration, and
-//! modifying a registration goes through it. C holds only the `uint64_t`
-//! token, so the C engine keeps each handle here, in a table indexed by the
-//! token's slot index (the engine's arena index), one small mutex per entry:
-//! operations on different registrations never contend, and the table is
-//! never larger than the engine's arena. An entry is replaced when a newer
-//! generation of its slot is registered (the older registration has ended
-//! by then), and emptied by `evnexus_free`.
+//! modifying a watch or resetting a timer goes through it (the engine ends
+//! a registration by token, `Engine::deregister`, but has no modify or
+//! reset by token, nor a way to let go of a handle without ending its
+//! registration). C holds only the `uint64_t` token, so the C engine keeps
+//! each handle here, in a table indexed by the token's slot index (the
+//! engine's arena index), one small mutex per entry: operations on
+//! different registrations never contend, and the table is never larger
+//! than the engine's arena. Registering takes one entry lock; reports never
+//! touch the table. An entry outlives its registration (its handle is then
+//! inert) until a newer generation of the slot replaces it, or
+//! `evnexus_free` empties the table.
 
 use evnexus::{ChildWatch, FdWatch, Timer, Token};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -21,22 +25,9 @@ pub(crate) enum Handle {
         edge: bool,
     },
     Timer(Timer),
-    Child(ChildWatch),
-}
-
-impl Handle {
-    /// Ends the registration; `true` if this call ended it.
-    fn end(self) -> bool {
-        match self {
-            Handle::Fd { watch, .. } => watch.deregister(),
-            Handle::Timer(timer) => timer.cancel(),
-            Handle::Child(child) => {
-                let pending = child.is_pending();
-                drop(child);
-                pending
-            }
-        }
-    }
+    /// Held only so that dropping it does not end the watch early: a
+    /// child watch has nothing to modify.
+    Child { _watch: ChildWatch },
 }
 
 struct Entry {
@@ -114,22 +105,6 @@ impl Handles {
             .as_ref()
             .filter(|e| e.token == token)
             .map(|e| Arc::clone(&e.handle))
-    }
-
-    /// Ends `token` through its handle: `Some(true)` if this call ended it,
-    /// `None` if the table holds no handle for it.
-    pub(crate) fn end(&self, token: Token) -> Option<bool> {
-        let cell = self.cell(token.index(), false)?;
-        let handle = {
-            let mut entry = lock(cell);
-            match &*entry {
-                Some(e) if e.token == token => entry.take().map(|e| e.handle),
-                _ => None,
-            }
-        }?;
-        // A modify in progress may share the handle; the registration then
-        // ends when that modify lets go of it.
-        Some(Arc::try_unwrap(handle).map_or(true, Handle::end))
     }
 
     /// Ends every registration still held (for `evnexus_free`), one at a

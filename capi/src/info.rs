@@ -42,6 +42,16 @@ pub struct evnexus_stats {
     pub ring_sq_full: u64,
     /// io_uring loop: completion queue overflows drained from the kernel.
     pub ring_cq_overflow: u64,
+    /// Deregistrations that found the watch's fd closed while it was still
+    /// registered (`evnexus_deregister` returned `-EBADF`).
+    pub closed_while_registered: u64,
+    /// Built-in loops: kernel entries that outlived their watch (fd closed
+    /// while registered, file kept open by a duplicate), found reporting
+    /// and removed.
+    pub orphans_removed: u64,
+    /// Built-in loops: such entries that could not be removed; the loop
+    /// wakes for them until the last copy of the file is closed.
+    pub orphans_left: u64,
 }
 
 /// Fills `*out` with the engine's counts (a consistent-enough snapshot:
@@ -82,6 +92,9 @@ pub extern "C" fn evnexus_get_stats(ev: *mut Evnexus, out: *mut evnexus_stats) -
             retired_slots: s.retired_slots,
             ring_sq_full: s.ring_sq_full,
             ring_cq_overflow: s.ring_cq_overflow,
+            closed_while_registered: s.closed_while_registered,
+            orphans_removed: s.orphans_removed,
+            orphans_left: s.orphans_left,
         };
         let len = size.min(std::mem::size_of::<evnexus_stats>()) - head;
         // SAFETY: the caller's struct has `size` writable bytes; we write

@@ -406,7 +406,7 @@ pub extern "C" fn evnexus_watch_child(
         match registered {
             Ok(child) => {
                 let token = child.token();
-                e.handles.insert(token, Handle::Child(child));
+                e.handles.insert(token, Handle::Child { _watch: child });
                 // SAFETY: `token_out` is NULL or writable (the header).
                 unsafe { hand_out(token_out, token) }
             }
@@ -421,13 +421,17 @@ pub extern "C" fn evnexus_watch_child(
 ///
 /// Returns 0 if this call ended it; `-ENOENT` if the token names no live
 /// registration (already ended, fired, or any other `uint64_t`: every
-/// value is safe).
+/// value is safe); `-EBADF` if this call ended it but the watch's fd had
+/// been closed while still registered, so its kernel entry could not be
+/// removed (close an fd only after its watch has ended).
 ///
 /// Threading: any thread. Outside any callback this waits until a run of
 /// the callback in progress on another thread has returned, and the free
 /// callback has run. From inside a callback or hook it does not wait (a
 /// callback may deregister itself or another registration without
-/// deadlock); the free callback then runs when the last run returns.
+/// deadlock); the free callback then runs when the last run returns. A
+/// timer that is firing on another thread is over (`-ENOENT`), and this
+/// call, outside a callback, waits for its run and free callback too.
 /// Errors: `-EINVAL` for NULL `ev`.
 #[no_mangle]
 pub extern "C" fn evnexus_deregister(ev: *mut Evnexus, token: u64) -> c_int {
@@ -436,9 +440,10 @@ pub extern "C" fn evnexus_deregister(ev: *mut Evnexus, token: u64) -> c_int {
         let Some(e) = (unsafe { borrow(ev) }) else {
             return EINVAL;
         };
-        match e.handles.end(Token::from_u64(token)) {
-            Some(true) => 0,
-            Some(false) | None => -libc::ENOENT,
+        match e.engine.deregister(Token::from_u64(token)) {
+            Ok(true) => 0,
+            Ok(false) => -libc::ENOENT,
+            Err(err) => errno_of(&err),
         }
     }
 }

@@ -149,3 +149,9 @@ fn application_loop_in_c_with_late_duplicated_forged_reports_under_churn() {
     let out = c_test("apploop");
     assert!(out.contains("misdeliveries: 0"));
 }
+
+#[test]
+fn forged_and_stale_tokens_from_several_threads_are_rejected_and_counted() {
+    let out = c_test("tokens");
+    assert!(out.contains("all counted"));
+}

@@ -591,6 +591,10 @@ int main(int argc, char **argv)
         }
     }
     CHECK_EQ(atomic_load(&misdeliveries), 0);
+    /* The run exercised what it is about. */
+    CHECK(atomic_load(&callback_runs) > 0);
+    CHECK(atomic_load(&self_deregistrations) > 0);
+    CHECK(atomic_load(&reports_stale) > 0);
     printf("apploop: %d registrations (%d live at free), %lld callback runs, %lld self-deregistrations,\n"
            "         %lld late reports rejected, %lld forged or dead tokens rejected,\n"
            "         engine: dispatched %llu, reruns %llu, stale %llu; misdeliveries: 0\n",
