@@ -20,6 +20,7 @@
 #ifndef EVNEXUS_H
 #define EVNEXUS_H
 
+#include <errno.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -155,3 +155,58 @@ fn forged_and_stale_tokens_from_several_threads_are_rejected_and_counted() {
     let out = c_test("tokens");
     assert!(out.contains("all counted"));
 }
+
+/// `pkg-config --cflags --libs glib-2.0`, split. Without GLib's headers
+/// the GLib tests say so loudly and pass, unless `EVNEXUS_REQUIRE_GLIB=1`
+/// (set by `.ci/run`, which installs them), where they fail.
+fn glib_flags() -> Option<Vec<String>> {
+    let out = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "glib-2.0"])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => Some(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        ),
+        _ => {
+            let required = std::env::var_os("EVNEXUS_REQUIRE_GLIB").is_some_and(|v| v != "0");
+            assert!(
+                !required,
+                "EVNEXUS_REQUIRE_GLIB is set but pkg-config finds no glib-2.0 \
+                 (apt-get install libglib2.0-dev pkg-config)"
+            );
+            eprintln!(
+                "SKIPPED: GLib nesting test and example: pkg-config finds no glib-2.0 \
+                 (apt-get install libglib2.0-dev pkg-config; .ci/run does)"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn builtin_loop_nested_in_a_running_glib_main_loop_dispatches_fds_and_timers() {
+    let Some(glib) = glib_flags() else { return };
+    let glib: Vec<&str> = glib.iter().map(String::as_str).collect();
+    let exe = compile("tests/c/glib_nest.c", &glib);
+    let out = run(&exe, &[], Duration::from_secs(60));
+    assert!(out.contains("glib_nest (epoll): fd events and 4 timers"));
+}
+
+/// The examples are the documentation a C programmer reads: they build
+/// and run.
+#[test]
+fn c_examples_build_and_run() {
+    for example in ["hooks_loop", "poll_loop"] {
+        let exe = compile(&format!("examples/{example}.c"), &[]);
+        run(&exe, &[], Duration::from_secs(60));
+    }
+    if let Some(glib) = glib_flags() {
+        let glib: Vec<&str> = glib.iter().map(String::as_str).collect();
+        let exe = compile("examples/glib_nest.c", &glib);
+        let out = run(&exe, &[], Duration::from_secs(60));
+        assert!(out.contains("done: 1 ping(s) through GLib"));
+    }
+}
