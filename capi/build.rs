@@ -5,7 +5,7 @@
 //! `#[no_mangle] pub extern "C"` functions (all named `evnexus_*`), and GNU
 //! ld merges a second script into it rather than narrowing it (checked:
 //! a script of ours exporting one function left all of them exported).
-//! `tests/exports.rs` checks the exported list with `nm -D`.
+//! `tests/c.rs` checks the exported list with `nm -D`.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

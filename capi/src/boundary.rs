@@ -46,6 +46,7 @@ impl PanicValue for *const c_char {
 /// asserted unwind-safe: after a contained panic the engine's own state is
 /// consistent (the engine contains panics of its callbacks and hooks
 /// itself), and what the failed call was building is dropped.
+#[inline(always)]
 pub(crate) fn contain<R: PanicValue>(body: impl FnOnce() -> R) -> R {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| R::on_panic())
 }
@@ -132,7 +133,9 @@ mod tests {
         assert_eq!(errno_of(&Error::Full { limit: 1 }), -libc::ENOSPC);
         assert_eq!(errno_of(&Error::Reentrant), -libc::EDEADLK);
         assert_eq!(
-            errno_of(&Error::Backend(std::io::Error::from_raw_os_error(libc::EPERM))),
+            errno_of(&Error::Backend(std::io::Error::from_raw_os_error(
+                libc::EPERM
+            ))),
             -libc::EPERM
         );
         assert_eq!(

@@ -28,7 +28,9 @@ pub(crate) fn monotonic_ns() -> i64 {
     // SAFETY: `ts` is a valid timespec to fill; CLOCK_MONOTONIC always
     // exists on Linux, so the call cannot fail.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec.saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec)
+    ts.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec)
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -49,7 +51,7 @@ impl MonoClock {
 
     /// `at` on `CLOCK_MONOTONIC`, in ns, at or after its true value
     /// (saturating at `i64::MAX`, "never").
-    pub(crate) fn to_ns(&self, at: Instant) -> i64 {
+    pub(crate) fn to_ns(self, at: Instant) -> i64 {
         match at.checked_duration_since(self.base) {
             Some(ahead) => self.after_ns.saturating_add(nanos(ahead)),
             None => self
@@ -61,11 +63,13 @@ impl MonoClock {
     /// The `Instant` of `CLOCK_MONOTONIC` deadline `ns`, at or after it.
     /// Deadlines too far ahead to represent become the farthest `Instant`
     /// a day's arithmetic can still add to (the engine treats it as never).
-    pub(crate) fn instant(&self, ns: i64) -> Instant {
+    pub(crate) fn instant(self, ns: i64) -> Instant {
         let delta = ns.saturating_sub(self.before_ns);
         if delta >= 0 {
             let ahead = Duration::from_nanos(delta as u64);
-            self.base.checked_add(ahead).unwrap_or_else(|| far_future(self.base))
+            self.base
+                .checked_add(ahead)
+                .unwrap_or_else(|| far_future(self.base))
         } else {
             let behind = Duration::from_nanos(delta.unsigned_abs());
             // Before the pairing: already due; any earlier instant is as good.

@@ -27,7 +27,9 @@ pub(crate) enum Handle {
     Timer(Timer),
     /// Held only so that dropping it does not end the watch early: a
     /// child watch has nothing to modify.
-    Child { _watch: ChildWatch },
+    Child {
+        _watch: ChildWatch,
+    },
 }
 
 struct Entry {

@@ -185,7 +185,9 @@ impl OsEventHooks for CHooks {
         };
         let events = interest.as_poll_events();
         // SAFETY: see the impl.
-        hook_result(unsafe { (t.fd_register)(t.user, fd, &mut reg.value, events, token.as_u64()) })?;
+        hook_result(unsafe {
+            (t.fd_register)(t.user, fd, &mut reg.value, events, token.as_u64())
+        })?;
         Ok(reg)
     }
 

@@ -112,7 +112,9 @@ pub extern "C" fn evnexus_get_stats(ev: *mut Evnexus, out: *mut evnexus_stats) -
 fn own_message(err: c_int) -> Option<&'static CStr> {
     Some(match err {
         0 => c"success",
-        libc::EINVAL => c"invalid argument (a NULL pointer, a value out of range, or a short struct)",
+        libc::EINVAL => {
+            c"invalid argument (a NULL pointer, a value out of range, or a short struct)"
+        }
         libc::EBADF => c"not an open file descriptor (or the fd was closed while still registered)",
         libc::ENOSPC => c"the engine holds as many registrations as it may",
         libc::ENOENT => c"the token names no live registration of this kind",

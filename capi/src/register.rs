@@ -358,7 +358,9 @@ fn reset(e: &Evnexus, token: u64, deadline: std::time::Instant) -> c_int {
     let Handle::Timer(timer) = &*handle else {
         return -libc::ENOENT;
     };
-    timer.reset_at(deadline).map_or_else(|err| errno_of(&err), |()| 0)
+    timer
+        .reset_at(deadline)
+        .map_or_else(|err| errno_of(&err), |()| 0)
 }
 
 /// Watches child process `pid`: when it exits the engine reaps it and `cb`

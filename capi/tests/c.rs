@@ -67,10 +67,18 @@ fn compile(source: &str, extra: &[&str]) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     let exe = out_dir.join(format!("{stem}{suffix}"));
     let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
-    cc.args(["-std=c11", "-O1", "-g", "-pthread", "-Wall", "-Wextra", "-Werror"])
-        .arg("-I")
-        .arg(pkg.join("include"))
-        .arg(pkg.join(source));
+    cc.args([
+        "-std=gnu11",
+        "-O1",
+        "-g",
+        "-pthread",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+    ])
+    .arg("-I")
+    .arg(pkg.join("include"))
+    .arg(pkg.join(source));
     if sanitize() {
         cc.args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
             .arg("-fno-omit-frame-pointer");
@@ -199,7 +207,7 @@ fn builtin_loop_nested_in_a_running_glib_main_loop_dispatches_fds_and_timers() {
 /// and run.
 #[test]
 fn c_examples_build_and_run() {
-    for example in ["hooks_loop", "poll_loop"] {
+    for example in ["quickstart", "hooks_loop", "poll_loop"] {
         let exe = compile(&format!("examples/{example}.c"), &[]);
         run(&exe, &[], Duration::from_secs(60));
     }
@@ -208,5 +216,123 @@ fn c_examples_build_and_run() {
         let exe = compile("examples/glib_nest.c", &glib);
         let out = run(&exe, &[], Duration::from_secs(60));
         assert!(out.contains("done: 1 ping(s) through GLib"));
+    }
+}
+
+/// The names of the functions this crate exports (`pub extern "C" fn`).
+fn exported_in_source() -> std::collections::BTreeSet<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut names = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for piece in text.split("pub extern \"C\" fn ").skip(1) {
+            names.insert(
+                piece
+                    .chars()
+                    .take_while(|c| *c == '_' || c.is_alphanumeric())
+                    .collect(),
+            );
+        }
+    }
+    names
+}
+
+#[test]
+fn shared_library_exports_the_c_api_and_nothing_else_under_its_soname() {
+    let so = build_library().with_file_name("libevnexus.so");
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&so)
+        .output()
+        .expect("run nm");
+    assert!(nm.status.success());
+    let exported: std::collections::BTreeSet<String> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        exported,
+        exported_in_source(),
+        "nm -D --defined-only {}",
+        so.display()
+    );
+    assert!(exported.iter().all(|name| name.starts_with("evnexus_")));
+
+    let header =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/evnexus.h"))
+            .unwrap();
+    let declarations: Vec<&str> = header
+        .lines()
+        .filter(|line| !line.starts_with([' ', '/', '#']) && line.contains('('))
+        .collect();
+    for name in &exported {
+        let call = format!("{name}(");
+        assert!(
+            declarations.iter().any(|line| line.contains(&call)),
+            "{name} is not declared in evnexus.h"
+        );
+    }
+
+    let dynamic = Command::new("readelf")
+        .arg("-d")
+        .arg(&so)
+        .output()
+        .expect("run readelf");
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    assert!(
+        dynamic.contains("Library soname: [libevnexus.so.0]"),
+        "{dynamic}"
+    );
+}
+
+/// The README's C quick start is `examples/quickstart.c`, which the test
+/// above builds and runs.
+#[test]
+fn readme_quick_start_is_the_example_that_runs() {
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(pkg.join("../README.md")).unwrap();
+    let example = std::fs::read_to_string(pkg.join("examples/quickstart.c")).unwrap();
+    assert!(
+        readme.contains(&format!("```c\n{example}```\n")),
+        "README.md's quick start differs from capi/examples/quickstart.c"
+    );
+}
+
+/// `evnexus.h` compiles alone as strict C99 and as C++ (its `extern "C"`
+/// guards).
+#[test]
+fn header_compiles_as_strict_c99_and_as_cxx() {
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    let dir = profile_dir().join("c-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("header_only.c");
+    std::fs::write(
+        &source,
+        "#include <evnexus.h>\nint main(void) { return 0; }\n",
+    )
+    .unwrap();
+    for (compiler, lang) in [
+        ("cc", ["-x", "c", "-std=c99"]),
+        ("c++", ["-x", "c++", "-std=c++11"]),
+    ] {
+        let out = Command::new(compiler)
+            .args(lang)
+            .args([
+                "-Wall",
+                "-Wextra",
+                "-pedantic",
+                "-Werror",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(&include)
+            .arg(&source)
+            .output()
+            .expect("run the compiler");
+        assert!(
+            out.status.success(),
+            "{compiler} {lang:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
