@@ -336,3 +336,9 @@ fn header_compiles_as_strict_c99_and_as_cxx() {
         );
     }
 }
+
+#[test]
+fn bad_input_through_the_c_abi_is_an_error_code_and_failed_calls_free_once() {
+    let out = c_test("args");
+    assert!(out.contains("bad input is an error code"));
+}
