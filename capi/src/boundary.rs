@@ -45,7 +45,9 @@ impl PanicValue for *const c_char {
 /// Runs `body`, turning a panic into `R`'s panic value. The body is
 /// asserted unwind-safe: after a contained panic the engine's own state is
 /// consistent (the engine contains panics of its callbacks and hooks
-/// itself), and what the failed call was building is dropped.
+/// itself), and what the failed call was building is dropped. Inlined, so
+/// that each exported function is one frame (callgrind: 16 instructions
+/// fewer per `evnexus_occurred_fd`).
 #[inline(always)]
 pub(crate) fn contain<R: PanicValue>(body: impl FnOnce() -> R) -> R {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| R::on_panic())
