@@ -286,7 +286,7 @@ impl<W: Waiter> Builtin<W> {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                let r = st.waiter.wait(self.epfd.as_raw_fd(), wait, &mut st.events);
+                let r = self.wait(st, wait);
                 st.waits += 1;
                 let (sq_full, cq_overflow) = st.waiter.pressure();
                 self.sq_full.set(sq_full);
@@ -295,11 +295,7 @@ impl<W: Waiter> Builtin<W> {
             })
             .expect("the driving thread can borrow its state");
         self.signals.wake.disarm();
-        if let Err(e) = waited {
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::Backend(e));
-            }
-        }
+        waited.map_err(Error::Backend)?;
         let mut events = self
             .driver
             .with(|st| std::mem::take(&mut st.events))
@@ -352,6 +348,31 @@ impl<W: Waiter> Builtin<W> {
             self.publish_next(st.timers.next_deadline().unwrap_or(Clock::NEVER));
         });
         tally.finish()
+    }
+
+    /// Waits at most `timeout`. A wait interrupted before it found anything
+    /// is made again with what is left of the timeout: io_uring's task work
+    /// interrupts blocking system calls of the thread that owns a ring (one
+    /// being torn down included) with EINTR, and a `run_once` must not
+    /// return early for that. (A signal that should end the wait can call
+    /// [`Waker::wake`](crate::Waker::wake), which is async-signal-safe.)
+    fn wait(&self, st: &mut LoopState<W>, timeout: Option<Duration>) -> io::Result<()> {
+        let epfd = self.epfd.as_raw_fd();
+        let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
+        let mut timeout = timeout;
+        loop {
+            match st.waiter.wait(epfd, timeout, &mut st.events) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if !st.events.is_empty() || timeout == Some(Duration::ZERO) {
+                        return Ok(());
+                    }
+                    if let Some(deadline) = deadline {
+                        timeout = Some(deadline.saturating_duration_since(Instant::now()));
+                    }
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Finds kernel entries that outlived their registration and removes

@@ -87,7 +87,8 @@ impl Waiter for EpollWaiter {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::ENOSYS) if self.pwait2 => self.pwait2 = false,
-                Some(libc::EINTR) => return Ok(()),
+                // The loop retries with what is left of the timeout.
+                Some(libc::EINTR) => return Err(e),
                 _ => return Err(e),
             }
         };

@@ -127,8 +127,14 @@ impl UringWaiter {
         match r {
             Ok(_) => {}
             Err(e) => match e.raw_os_error() {
-                // Timed out, or interrupted: a wait that found nothing.
-                Some(libc::ETIME) | Some(libc::EINTR) => {}
+                // Timed out: a wait that found nothing.
+                Some(libc::ETIME) => {}
+                // Interrupted: take what completed; the loop retries with
+                // what is left of the timeout if that is nothing.
+                Some(libc::EINTR) => {
+                    self.reap()?;
+                    return Err(e);
+                }
                 // The completion queue overflowed into the kernel's backlog
                 // and the submission could not proceed: reap to make room.
                 Some(libc::EBUSY) | Some(libc::EAGAIN) => self.cq_overflow += 1,
@@ -279,8 +285,9 @@ impl Waiter for UringWaiter {
         } else {
             Some(Duration::ZERO)
         };
-        self.submit_wait(1, timeout)?;
+        let waited = self.submit_wait(1, timeout);
         self.hand_over(out);
+        waited?;
         if std::mem::take(&mut self.epoll_ready) {
             // The epoll fd is readable: take its events without blocking
             // (the POLL_ADD that said so has completed: nothing in flight).
