@@ -333,13 +333,16 @@ int evnexus_new_with_hooks(struct evnexus **out,
  * not be called from one of its own callbacks or hooks. Free callbacks
  * that run here may still call into `ev` (deregister, report), but not
  * register.
+ *
+ * Ownership: takes the engine back; `ev` is invalid afterwards. Threading:
+ * exclusive, as above. Errors: none (a `void` function).
  */
 void evnexus_free(struct evnexus *ev);
 
 /**
  * The backend the engine runs on: `EVNEXUS_BACKEND_URING`, `_EPOLL`,
  * `_POLL` or `_HOOKS` (`_AUTO` resolves to one of the first two).
- * Threading: any thread. Errors: `-EINVAL` for NULL.
+ * Threading: any thread. Errors: `-EINVAL` for NULL. Ownership: nothing changes hands.
  */
 int evnexus_backend(struct evnexus *ev);
 
@@ -354,29 +357,31 @@ int evnexus_backend(struct evnexus *ev);
  * Errors: `-EINVAL` (NULL, or a negative timeout other than -1),
  * `-EOPNOTSUPP` on a hooks or poll engine, `-EBUSY` when another thread
  * (or a callback of this loop) is running it, the system's error when the
- * wait fails.
+ * wait fails. Ownership: nothing changes hands.
  */
 int evnexus_run_once(struct evnexus *ev,
                      int64_t timeout_ns);
 
 /**
- * Built-in loop: runs until `evnexus_stop`. Returns 0, or the first error
- * of an iteration (as `evnexus_run_once`). Threading: as
- * `evnexus_run_once`.
+ * Built-in loop: runs until `evnexus_stop`. Returns 0. Errors: the first
+ * error of an iteration (as `evnexus_run_once`). Threading: as
+ * `evnexus_run_once`. Ownership: nothing changes hands.
  */
 int evnexus_run(struct evnexus *ev);
 
 /**
  * Makes `evnexus_run` return after the batch it is dispatching. Threading:
  * any thread, callbacks included. Returns 0 (also on engines without a
- * built-in loop, where it does nothing); `-EINVAL` for NULL.
+ * built-in loop, where it does nothing). Errors: `-EINVAL` for NULL.
+ * Ownership: nothing changes hands.
  */
 int evnexus_stop(struct evnexus *ev);
 
 /**
  * Interrupts the built-in loop's wait (a wait that has not begun returns
  * at once). Threading: any thread. Returns 0 (also on engines without a
- * built-in loop, where it does nothing); `-EINVAL` for NULL.
+ * built-in loop, where it does nothing). Errors: `-EINVAL` for NULL.
+ * Ownership: nothing changes hands.
  */
 int evnexus_wake(struct evnexus *ev);
 
@@ -413,7 +418,7 @@ int evnexus_get_fd(struct evnexus *ev);
  *
  * Threading: any thread (the host loop's, normally). Errors (values below
  * -1): `-EINVAL` for NULL. On a hooks engine: -1 (its application's loop
- * keeps the timeouts).
+ * keeps the timeouts). Ownership: nothing changes hands.
  */
 int64_t evnexus_next_timeout_ns(struct evnexus *ev);
 
@@ -422,8 +427,9 @@ int64_t evnexus_next_timeout_ns(struct evnexus *ev);
  * counters taken while other threads work may be mid-update relative to
  * each other).
  *
- * Threading: any thread. Errors: `-EINVAL` for NULL, or `out->size`
- * smaller than the `size` field and the first count.
+ * Ownership: the caller owns `*out`; it is only written. Threading: any
+ * thread. Errors: `-EINVAL` for NULL, or `out->size` smaller than the
+ * `size` field and the first count.
  */
 int evnexus_get_stats(struct evnexus *ev,
                       struct evnexus_stats *out);
@@ -435,6 +441,7 @@ int evnexus_get_stats(struct evnexus *ev,
  * Ownership: the string is static for the codes evnexus itself gives;
  * for any other code it lives in a per-thread buffer, valid until the
  * next `evnexus_strerror` call on the same thread. Threading: any thread.
+ * Errors: none; any `int` is accepted.
  */
 const char *evnexus_strerror(int err);
 
@@ -478,6 +485,7 @@ int evnexus_beforepoll(struct evnexus *ev,
  * `-EOPNOTSUPP` on an engine other than `EVNEXUS_BACKEND_POLL`, `-EBUSY`
  * while another `evnexus_afterpoll` of this engine is dispatching.
  * Threading: as `evnexus_beforepoll`; callbacks run on this thread.
+ * Ownership: the caller's array is only read.
  */
 int evnexus_afterpoll(struct evnexus *ev,
                       const struct pollfd *fds,
@@ -528,7 +536,8 @@ int evnexus_register_fd(struct evnexus *ev,
  *
  * Errors: `-EINVAL` (NULL, unknown bits), `-ENOENT` (the token names no
  * live fd watch: any `uint64_t` is safe here), `-EDEADLK`, a hook's own
- * error (the watch is then unchanged).
+ * error (the watch is then unchanged). Ownership: nothing changes hands
+ * (the watch keeps its callback, `opaque` and free callback).
  */
 int evnexus_modify_fd(struct evnexus *ev,
                       uint64_t token,
@@ -561,8 +570,9 @@ int evnexus_timer_at(struct evnexus *ev,
 
 /**
  * A one-shot timer `delay_ns` nanoseconds from now (0: due at once);
- * otherwise as `evnexus_timer_at`. Errors: `-EINVAL` also for a negative
- * delay.
+ * otherwise as `evnexus_timer_at`. Ownership and threading: as
+ * `evnexus_timer_at`. Errors: as `evnexus_timer_at`, and `-EINVAL` for a
+ * negative delay.
  */
 int evnexus_timer_after(struct evnexus *ev,
                         int64_t delay_ns,
@@ -580,6 +590,7 @@ int evnexus_timer_after(struct evnexus *ev,
  * Errors: `-EINVAL` (NULL, negative deadline), `-ENOENT` (the token names
  * no pending timer: fired, deregistered, or never one; any `uint64_t` is
  * safe), `-EDEADLK`, a hook's own error (the timer is then unchanged).
+ * Ownership: nothing changes hands.
  */
 int evnexus_timer_reset_at(struct evnexus *ev,
                            uint64_t token,
@@ -587,7 +598,9 @@ int evnexus_timer_reset_at(struct evnexus *ev,
 
 /**
  * Moves the pending timer `token` to `delay_ns` from now; otherwise as
- * `evnexus_timer_reset_at`. Errors: `-EINVAL` also for a negative delay.
+ * `evnexus_timer_reset_at`. Ownership and threading: as
+ * `evnexus_timer_reset_at`. Errors: as `evnexus_timer_reset_at`, and
+ * `-EINVAL` for a negative delay.
  */
 int evnexus_timer_reset_after(struct evnexus *ev,
                               uint64_t token,
@@ -633,7 +646,8 @@ int evnexus_watch_child(struct evnexus *ev,
  * deadlock); the free callback then runs when the last run returns. A
  * timer that is firing on another thread is over (`-ENOENT`), and this
  * call, outside a callback, waits for its run and free callback too.
- * Errors: `-EINVAL` for NULL `ev`.
+ * Errors: `-EINVAL` for NULL `ev`. Ownership: the registration's `opaque`
+ * goes back to the caller through its free callback.
  */
 int evnexus_deregister(struct evnexus *ev,
                        uint64_t token);
@@ -648,7 +662,8 @@ int evnexus_deregister(struct evnexus *ev,
  * live fd watch on `fd` is rejected by one atomic operation, with no lock
  * and no system call, and nothing runs.
  *
- * Errors: `-EINVAL` for NULL `ev`.
+ * Errors: `-EINVAL` for NULL `ev`. Ownership: nothing changes hands (the
+ * callback runs here with its registration's `opaque`).
  */
 int evnexus_occurred_fd(struct evnexus *ev,
                         uint64_t token,
@@ -663,6 +678,7 @@ int evnexus_occurred_fd(struct evnexus *ev,
  * or not a timer).
  *
  * Threading: as `evnexus_occurred_fd`. Errors: `-EINVAL` for NULL `ev`.
+ * Ownership: nothing changes hands.
  */
 int evnexus_occurred_timeout(struct evnexus *ev,
                              uint64_t token);

@@ -110,6 +110,9 @@ pub extern "C" fn evnexus_new_with_hooks(
 /// not be called from one of its own callbacks or hooks. Free callbacks
 /// that run here may still call into `ev` (deregister, report), but not
 /// register.
+///
+/// Ownership: takes the engine back; `ev` is invalid afterwards. Threading:
+/// exclusive, as above. Errors: none (a `void` function).
 #[no_mangle]
 pub extern "C" fn evnexus_free(ev: *mut Evnexus) {
     ffi_boundary! {
@@ -130,7 +133,7 @@ pub extern "C" fn evnexus_free(ev: *mut Evnexus) {
 
 /// The backend the engine runs on: `EVNEXUS_BACKEND_URING`, `_EPOLL`,
 /// `_POLL` or `_HOOKS` (`_AUTO` resolves to one of the first two).
-/// Threading: any thread. Errors: `-EINVAL` for NULL.
+/// Threading: any thread. Errors: `-EINVAL` for NULL. Ownership: nothing changes hands.
 #[no_mangle]
 pub extern "C" fn evnexus_backend(ev: *mut Evnexus) -> c_int {
     ffi_boundary! {
@@ -152,7 +155,7 @@ pub extern "C" fn evnexus_backend(ev: *mut Evnexus) -> c_int {
 /// Errors: `-EINVAL` (NULL, or a negative timeout other than -1),
 /// `-EOPNOTSUPP` on a hooks or poll engine, `-EBUSY` when another thread
 /// (or a callback of this loop) is running it, the system's error when the
-/// wait fails.
+/// wait fails. Ownership: nothing changes hands.
 #[no_mangle]
 pub extern "C" fn evnexus_run_once(ev: *mut Evnexus, timeout_ns: i64) -> c_int {
     ffi_boundary! {
@@ -167,9 +170,9 @@ pub extern "C" fn evnexus_run_once(ev: *mut Evnexus, timeout_ns: i64) -> c_int {
     }
 }
 
-/// Built-in loop: runs until `evnexus_stop`. Returns 0, or the first error
-/// of an iteration (as `evnexus_run_once`). Threading: as
-/// `evnexus_run_once`.
+/// Built-in loop: runs until `evnexus_stop`. Returns 0. Errors: the first
+/// error of an iteration (as `evnexus_run_once`). Threading: as
+/// `evnexus_run_once`. Ownership: nothing changes hands.
 #[no_mangle]
 pub extern "C" fn evnexus_run(ev: *mut Evnexus) -> c_int {
     ffi_boundary! {
@@ -183,7 +186,8 @@ pub extern "C" fn evnexus_run(ev: *mut Evnexus) -> c_int {
 
 /// Makes `evnexus_run` return after the batch it is dispatching. Threading:
 /// any thread, callbacks included. Returns 0 (also on engines without a
-/// built-in loop, where it does nothing); `-EINVAL` for NULL.
+/// built-in loop, where it does nothing). Errors: `-EINVAL` for NULL.
+/// Ownership: nothing changes hands.
 #[no_mangle]
 pub extern "C" fn evnexus_stop(ev: *mut Evnexus) -> c_int {
     ffi_boundary! {
@@ -198,7 +202,8 @@ pub extern "C" fn evnexus_stop(ev: *mut Evnexus) -> c_int {
 
 /// Interrupts the built-in loop's wait (a wait that has not begun returns
 /// at once). Threading: any thread. Returns 0 (also on engines without a
-/// built-in loop, where it does nothing); `-EINVAL` for NULL.
+/// built-in loop, where it does nothing). Errors: `-EINVAL` for NULL.
+/// Ownership: nothing changes hands.
 #[no_mangle]
 pub extern "C" fn evnexus_wake(ev: *mut Evnexus) -> c_int {
     ffi_boundary! {
@@ -253,7 +258,7 @@ pub extern "C" fn evnexus_get_fd(ev: *mut Evnexus) -> c_int {
 ///
 /// Threading: any thread (the host loop's, normally). Errors (values below
 /// -1): `-EINVAL` for NULL. On a hooks engine: -1 (its application's loop
-/// keeps the timeouts).
+/// keeps the timeouts). Ownership: nothing changes hands.
 #[no_mangle]
 pub extern "C" fn evnexus_next_timeout_ns(ev: *mut Evnexus) -> i64 {
     ffi_boundary! {

@@ -58,8 +58,9 @@ pub struct evnexus_stats {
 /// counters taken while other threads work may be mid-update relative to
 /// each other).
 ///
-/// Threading: any thread. Errors: `-EINVAL` for NULL, or `out->size`
-/// smaller than the `size` field and the first count.
+/// Ownership: the caller owns `*out`; it is only written. Threading: any
+/// thread. Errors: `-EINVAL` for NULL, or `out->size` smaller than the
+/// `size` field and the first count.
 #[no_mangle]
 pub extern "C" fn evnexus_get_stats(ev: *mut Evnexus, out: *mut evnexus_stats) -> c_int {
     ffi_boundary! {
@@ -137,6 +138,7 @@ thread_local! {
 /// Ownership: the string is static for the codes evnexus itself gives;
 /// for any other code it lives in a per-thread buffer, valid until the
 /// next `evnexus_strerror` call on the same thread. Threading: any thread.
+/// Errors: none; any `int` is accepted.
 #[no_mangle]
 pub extern "C" fn evnexus_strerror(err: c_int) -> *const c_char {
     ffi_boundary! {

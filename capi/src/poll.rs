@@ -109,6 +109,7 @@ pub extern "C" fn evnexus_beforepoll(
 /// `-EOPNOTSUPP` on an engine other than `EVNEXUS_BACKEND_POLL`, `-EBUSY`
 /// while another `evnexus_afterpoll` of this engine is dispatching.
 /// Threading: as `evnexus_beforepoll`; callbacks run on this thread.
+/// Ownership: the caller's array is only read.
 #[no_mangle]
 pub extern "C" fn evnexus_afterpoll(ev: *mut Evnexus, fds: *const pollfd, nfds: usize) -> c_int {
     ffi_boundary! {

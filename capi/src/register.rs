@@ -196,7 +196,8 @@ pub extern "C" fn evnexus_register_fd(
 ///
 /// Errors: `-EINVAL` (NULL, unknown bits), `-ENOENT` (the token names no
 /// live fd watch: any `uint64_t` is safe here), `-EDEADLK`, a hook's own
-/// error (the watch is then unchanged).
+/// error (the watch is then unchanged). Ownership: nothing changes hands
+/// (the watch keeps its callback, `opaque` and free callback).
 #[no_mangle]
 pub extern "C" fn evnexus_modify_fd(ev: *mut Evnexus, token: u64, events: c_short) -> c_int {
     ffi_boundary! {
@@ -289,8 +290,9 @@ pub extern "C" fn evnexus_timer_at(
 }
 
 /// A one-shot timer `delay_ns` nanoseconds from now (0: due at once);
-/// otherwise as `evnexus_timer_at`. Errors: `-EINVAL` also for a negative
-/// delay.
+/// otherwise as `evnexus_timer_at`. Ownership and threading: as
+/// `evnexus_timer_at`. Errors: as `evnexus_timer_at`, and `-EINVAL` for a
+/// negative delay.
 #[no_mangle]
 pub extern "C" fn evnexus_timer_after(
     ev: *mut Evnexus,
@@ -321,6 +323,7 @@ pub extern "C" fn evnexus_timer_after(
 /// Errors: `-EINVAL` (NULL, negative deadline), `-ENOENT` (the token names
 /// no pending timer: fired, deregistered, or never one; any `uint64_t` is
 /// safe), `-EDEADLK`, a hook's own error (the timer is then unchanged).
+/// Ownership: nothing changes hands.
 #[no_mangle]
 pub extern "C" fn evnexus_timer_reset_at(ev: *mut Evnexus, token: u64, deadline_ns: i64) -> c_int {
     ffi_boundary! {
@@ -336,7 +339,9 @@ pub extern "C" fn evnexus_timer_reset_at(ev: *mut Evnexus, token: u64, deadline_
 }
 
 /// Moves the pending timer `token` to `delay_ns` from now; otherwise as
-/// `evnexus_timer_reset_at`. Errors: `-EINVAL` also for a negative delay.
+/// `evnexus_timer_reset_at`. Ownership and threading: as
+/// `evnexus_timer_reset_at`. Errors: as `evnexus_timer_reset_at`, and
+/// `-EINVAL` for a negative delay.
 #[no_mangle]
 pub extern "C" fn evnexus_timer_reset_after(ev: *mut Evnexus, token: u64, delay_ns: i64) -> c_int {
     ffi_boundary! {
@@ -434,7 +439,8 @@ pub extern "C" fn evnexus_watch_child(
 /// deadlock); the free callback then runs when the last run returns. A
 /// timer that is firing on another thread is over (`-ENOENT`), and this
 /// call, outside a callback, waits for its run and free callback too.
-/// Errors: `-EINVAL` for NULL `ev`.
+/// Errors: `-EINVAL` for NULL `ev`. Ownership: the registration's `opaque`
+/// goes back to the caller through its free callback.
 #[no_mangle]
 pub extern "C" fn evnexus_deregister(ev: *mut Evnexus, token: u64) -> c_int {
     ffi_boundary! {

@@ -39,7 +39,8 @@ fn outcome(r: evnexus::Result<Occurred>) -> c_int {
 /// live fd watch on `fd` is rejected by one atomic operation, with no lock
 /// and no system call, and nothing runs.
 ///
-/// Errors: `-EINVAL` for NULL `ev`.
+/// Errors: `-EINVAL` for NULL `ev`. Ownership: nothing changes hands (the
+/// callback runs here with its registration's `opaque`).
 #[no_mangle]
 pub extern "C" fn evnexus_occurred_fd(
     ev: *mut Evnexus,
@@ -64,6 +65,7 @@ pub extern "C" fn evnexus_occurred_fd(
 /// or not a timer).
 ///
 /// Threading: as `evnexus_occurred_fd`. Errors: `-EINVAL` for NULL `ev`.
+/// Ownership: nothing changes hands.
 #[no_mangle]
 pub extern "C" fn evnexus_occurred_timeout(ev: *mut Evnexus, token: u64) -> c_int {
     ffi_boundary! {
