@@ -14,6 +14,11 @@ kernel) and the command replace what is between the README's markers
   <!-- perf:begin -->  and  <!-- perf:end -->
 so the README's numbers are never typed by hand.
 
+A criterion group may have a README section of its own, between
+  <!-- perf:GROUP:begin -->  and  <!-- perf:GROUP:end -->
+(the C ABI's group `capi` has one): --section GROUP reports that group alone
+into it, and the main table leaves out every group that has its own section.
+
 Standard library only. Groups and parameters without a pair are listed under the
 table, not an error: the benches may be partly run.
 """
@@ -23,11 +28,20 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 
 BEGIN = "<!-- perf:begin -->"
 END = "<!-- perf:end -->"
+SECTION = re.compile(r"<!-- perf:([A-Za-z0-9_-]+):begin -->")
+
+
+def markers(section):
+    """The README markers of the main table (None) or of a group's section."""
+    if section is None:
+        return BEGIN, END
+    return f"<!-- perf:{section}:begin -->", f"<!-- perf:{section}:end -->"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -138,7 +152,7 @@ def machine():
         else f"{model}, {cores} cores, {platform.system()} {platform.release()}"
 
 
-def section(rows, unpaired, found, command):
+def section(rows, unpaired, found, command, section_name):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     times = [v[1] for v in found.values()]
     oldest = datetime.datetime.fromtimestamp(min(times), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -156,19 +170,25 @@ def section(rows, unpaired, found, command):
     parts += [
         f"Generated {now} on {machine()}, from {len(found)} criterion results "
         f"(measured {oldest if oldest == newest else oldest + ' to ' + newest} UTC), by `{command}`. "
-        "Regenerate: `cargo bench` then `python3 perf/report.py --write-readme`; "
+        f"Regenerate: `cargo bench --workspace` then `{regenerate(section_name)}`; "
         "never edit these numbers by hand.",
     ]
     return "\n".join(parts)
 
 
-def write_readme(path, body):
+def regenerate(section_name):
+    flag = "" if section_name is None else f" --section {section_name}"
+    return f"python3 perf/report.py{flag} --write-readme"
+
+
+def write_readme(path, body, section_name):
+    begin, end = markers(section_name)
     with open(path) as f:
         text = f.read()
-    b, e = text.find(BEGIN), text.find(END)
+    b, e = text.find(begin), text.find(end)
     if b < 0 or e < 0 or e < b:
-        sys.exit(f"report.py: {path} lacks the markers {BEGIN} ... {END} (in that order)")
-    new = text[: b + len(BEGIN)] + "\n" + body + "\n" + text[e:]
+        sys.exit(f"report.py: {path} lacks the markers {begin} ... {end} (in that order)")
+    new = text[: b + len(begin)] + "\n" + body + "\n" + text[e:]
     with open(path, "w") as f:
         f.write(new)
 
@@ -183,10 +203,22 @@ def main():
     ap.add_argument("--write-readme", action="store_true",
                     help=f"replace the README's {BEGIN} ... {END} section with the table")
     ap.add_argument("--readme", default=os.path.join(REPO, "README.md"), help="[README.md]")
+    ap.add_argument("--section", metavar="GROUP",
+                    help="report criterion group GROUP alone, into the README's "
+                         "<!-- perf:GROUP:begin --> ... <!-- perf:GROUP:end --> section")
     args = ap.parse_args()
 
     dirs = args.criterion_dir or default_dirs()
     found = load(dirs)
+    try:
+        with open(args.readme) as f:
+            own_sections = set(SECTION.findall(f.read()))
+    except OSError:
+        own_sections = set()
+    if args.section is not None:
+        found = {k: v for k, v in found.items() if k[0] == args.section}
+    else:
+        found = {k: v for k, v in found.items() if k[0] not in own_sections}
     if not found:
         sys.exit("report.py: no criterion results under " + ", ".join(dirs)
                  + " (run `cargo bench` first)")
@@ -200,10 +232,10 @@ def main():
         for u in unpaired:
             print("  " + u, file=sys.stderr)
         sys.exit(1)
-    body = section(rows, unpaired, found, command)
+    body = section(rows, unpaired, found, command, args.section)
     print(body)
     if args.write_readme:
-        write_readme(args.readme, body)
+        write_readme(args.readme, body, args.section)
         print(f"\n(written to {args.readme})", file=sys.stderr)
 
 
