@@ -228,9 +228,16 @@ impl<W: Waiter> Builtin<W> {
         }
     }
 
-    fn publish_next(&self, deadline: u64) {
+    /// Drops stale entries from the front of the timer queue (a timer
+    /// reset away, cancelled or fired leaves its entry behind) and
+    /// publishes the earliest live deadline for `next_timeout`.
+    fn publish_next(&self, st: &mut LoopState<W>, d: &dyn Dispatch) -> u64 {
+        st.timers
+            .drop_stale_front(|token, deadline| d.timer_deadline(token) == Some(deadline));
+        let next = st.timers.next_deadline().unwrap_or(Clock::NEVER);
         // Relaxed: see `next_timeout`.
-        self.next_deadline.store(deadline, Ordering::Relaxed);
+        self.next_deadline.store(next, Ordering::Relaxed);
+        next
     }
 
     fn epoll_ctl(&self, op: libc::c_int, fd: RawFd, token: Token, events: u32) -> io::Result<()> {
@@ -344,7 +351,7 @@ impl<W: Waiter> Builtin<W> {
         }
         self.driver.with(|st| {
             st.due = due;
-            self.publish_next(st.timers.next_deadline().unwrap_or(Clock::NEVER));
+            self.publish_next(st, d);
         });
         tally.finish()
     }
@@ -515,9 +522,9 @@ pub(crate) trait BuiltinLoop: Send + Sync {
     fn signals(&self) -> StdArc<Signals>;
     /// The epoll set: readable whenever a wait would return at once.
     fn epoll_fd(&self) -> BorrowedFd<'_>;
-    /// Time until the earliest queued timer (a cancelled one may still be
-    /// queued: never later than the true answer).
-    fn next_timeout(&self) -> Option<Duration>;
+    /// Time until the earliest live timer (never later than the true
+    /// answer: a timer being changed right now may make it earlier).
+    fn next_timeout(&self, d: &dyn Dispatch) -> Option<Duration>;
 }
 
 impl<W: Waiter> BuiltinLoop for Builtin<W> {
@@ -534,7 +541,7 @@ impl<W: Waiter> BuiltinLoop for Builtin<W> {
         self.signals.wake.set_nested();
         self.epfd.as_fd()
     }
-    fn next_timeout(&self) -> Option<Duration> {
+    fn next_timeout(&self, d: &dyn Dispatch) -> Option<Duration> {
         self.signals.wake.set_nested();
         let deadline = match self.driver.enter() {
             // Nobody runs the loop (a host between two `run_once` calls):
@@ -543,9 +550,7 @@ impl<W: Waiter> BuiltinLoop for Builtin<W> {
                 .driver
                 .with(|st| {
                     self.apply_commands(st);
-                    let next = st.timers.next_deadline().unwrap_or(Clock::NEVER);
-                    self.publish_next(next);
-                    next
+                    self.publish_next(st, d)
                 })
                 .unwrap_or(Clock::NEVER),
             // The loop is running (on another thread, or this call comes

@@ -50,6 +50,18 @@ impl TimerQueue {
         }
     }
 
+    /// Drops entries from the front while `current(token, deadline)` is
+    /// false (the timer was cancelled, fired, or moved), so that
+    /// [`TimerQueue::next_deadline`] is a live timer's.
+    pub(crate) fn drop_stale_front(&mut self, mut current: impl FnMut(Token, u64) -> bool) {
+        while let Some(&Reverse((deadline, _, token))) = self.heap.peek() {
+            if current(token, deadline) {
+                break;
+            }
+            self.heap.pop();
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }

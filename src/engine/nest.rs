@@ -14,6 +14,14 @@
 //! on another thread while the host sleeps (a timer registered or reset,
 //! [`Waker::wake`](crate::Waker::wake)) writes the wake-up eventfd, so the
 //! host wakes and the next `run_once` takes the change in.
+//!
+//! A host that watches fds edge-triggered (tokio's `AsyncFd`, libuv, an
+//! `EPOLLET` entry) must turn the engine until a turn dispatches nothing
+//! before it waits again, as a reader drains a socket to `EAGAIN`: the
+//! kernel does not tell an outer epoll set again about a level-triggered
+//! watch that is still ready inside the engine's set. A level-triggered
+//! host (`poll()`, GLib, sd-event) needs nothing more. See
+//! `examples/tokio_nest.rs` and `tests/nesting.rs`.
 
 use crate::dispatch::Registration;
 use crate::engine::Engine;
@@ -79,6 +87,14 @@ fn never_ready() -> BorrowedFd<'static> {
 /// }
 /// # Ok(()) }
 /// ```
+impl std::os::fd::AsRawFd for Engine {
+    /// The fd of [`AsFd`], for APIs that take `AsRawFd` (tokio's
+    /// `AsyncFd`, mio's `SourceFd`).
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
 impl AsFd for Engine {
     fn as_fd(&self) -> BorrowedFd<'_> {
         if let Some(builtin) = self.builtin_loop() {
@@ -103,7 +119,7 @@ impl Engine {
     /// takes in timers that other threads registered meanwhile.
     pub fn next_timeout(&self) -> Option<Duration> {
         if let Some(builtin) = self.builtin_loop() {
-            builtin.next_timeout()
+            builtin.next_timeout(self)
         } else if self.poll_backend().is_ok() {
             let clock = &self.core().clock;
             let mut earliest = None::<u64>;
