@@ -59,7 +59,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     // The nesting: tokio sleeps on the engine's fd and next timeout.
-    let host = AsyncFd::with_interest(engine, tokio::io::Interest::READABLE)?;
+    // SAFETY: the engine's fd is open, and names the same file, for the
+    // engine's whole life (its `AsFd` promise); the AsyncFd owns the engine.
+    let host = unsafe { AsyncFd::register_with_interest(engine, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)?;
     while !done.load(Ordering::SeqCst) {
         let sleep = host
             .get_ref()

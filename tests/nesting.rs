@@ -131,7 +131,13 @@ fn engine_nested_in_tokio_through_async_fd() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let host = AsyncFd::with_interest(engine, tokio::io::Interest::READABLE).unwrap();
+            // SAFETY: the engine's fd is open, and names the same file, for
+            // the engine's whole life (its `AsFd` promise); the AsyncFd
+            // owns the engine.
+            let host =
+                unsafe { AsyncFd::register_with_interest(engine, tokio::io::Interest::READABLE) }
+                    .map_err(std::io::Error::from)
+                    .unwrap();
             let timer = host
                 .get_ref()
                 .timer_after(Duration::from_millis(20), move |_| {

@@ -60,6 +60,11 @@ fn never_ready() -> BorrowedFd<'static> {
 /// - Engines with hooks have no loop to nest: a shared eventfd that is
 ///   never readable.
 ///
+/// The fd is open, and names the same file, for the engine's whole life:
+/// a host may register it once (tokio's `AsyncFd::register_with_interest`
+/// asks exactly this). That is one reason the built-in loop never rebuilds
+/// its epoll set (see `backend/orphan.rs`).
+///
 /// # Panics
 ///
 /// Only on an engine with hooks, the first time any such engine of the
