@@ -143,3 +143,41 @@ fn no_layer_names_a_layer_above_it() {
     }
     assert!(violations.is_empty(), "{}", violations.join("\n"));
 }
+
+/// Every path ARCHITECTURE.md names (a backquoted word with a `/` or a
+/// `.rs`/`.md`/`.h` ending, relative to the repository root, or to `src/`
+/// for `layer/file.rs` forms) exists.
+#[test]
+fn architecture_md_names_only_paths_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for (i, part) in text.split('`').enumerate() {
+        // Odd parts are inside backquotes.
+        let is_path = i % 2 == 1
+            && !part.contains(' ')
+            && !part.contains("::")
+            && (part.ends_with(".rs")
+                || part.ends_with(".md")
+                || part.ends_with(".h")
+                || part.ends_with('/'));
+        if !is_path {
+            continue;
+        }
+        let path = part.trim_end_matches('/');
+        let candidates = [root.join(path), root.join("src").join(path)];
+        checked += 1;
+        if !candidates.iter().any(|p| p.exists()) {
+            missing.push(part.to_owned());
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} paths found: is the check still reading them?"
+    );
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names paths that do not exist: {missing:?}"
+    );
+}
