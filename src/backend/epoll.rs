@@ -25,6 +25,16 @@ impl EpollWaiter {
             pwait2: true,
         }
     }
+
+    /// Hands over the `n` events the kernel wrote; a full batch grows the
+    /// buffer for next time.
+    fn take(&mut self, n: usize, out: &mut Vec<Event>) {
+        translate(&self.buf[..n], out);
+        if n == self.buf.len() && n < MAX_EVENTS {
+            self.buf
+                .resize(n * 2, libc::epoll_event { events: 0, u64: 0 });
+        }
+    }
 }
 
 /// Turns a batch of epoll events into loop events.
@@ -49,6 +59,23 @@ fn timespec(d: Duration) -> libc::timespec {
 
 impl Waiter for EpollWaiter {
     const KIND: BackendKind = BackendKind::Epoll;
+
+    fn probe(&mut self, epfd: RawFd, out: &mut Vec<Event>) -> io::Result<()> {
+        let len = self.buf.len() as libc::c_int;
+        // SAFETY: `buf` has room for `len` events; no timeout to set up.
+        let n = unsafe { libc::epoll_wait(epfd, self.buf.as_mut_ptr(), len, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            // Interrupted: the blocking wait that follows looks again.
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        self.take(n as usize, out);
+        Ok(())
+    }
 
     fn wait(
         &mut self,
@@ -92,12 +119,7 @@ impl Waiter for EpollWaiter {
                 _ => return Err(e),
             }
         };
-        translate(&self.buf[..n], out);
-        if n == self.buf.len() && n < MAX_EVENTS {
-            // A full batch: take more next time.
-            self.buf
-                .resize(n * 2, libc::epoll_event { events: 0, u64: 0 });
-        }
+        self.take(n, out);
         Ok(())
     }
 }

@@ -220,6 +220,26 @@ impl UringWaiter {
         Ok(())
     }
 
+    /// Queues the wait operation on the epoll set (not submitted yet).
+    fn arm_epoll(&mut self, epfd: RawFd) -> io::Result<()> {
+        let entry = if self.epoll_op {
+            opcode::EpollWait::new(
+                types::Fd(epfd),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len() as u32,
+            )
+            .build()
+        } else {
+            opcode::PollAdd::new(types::Fd(epfd), libc::POLLIN as u32).build()
+        };
+        // SAFETY: `buf` is owned by `self` and not touched again until the
+        // operation's completion clears `epoll_in_flight`; `Drop` waits for
+        // that completion before freeing it.
+        unsafe { self.push(entry.user_data(EPOLL_DATA))? };
+        self.epoll_in_flight = true;
+        Ok(())
+    }
+
     /// Reads the epoll set without blocking, straight into `out`.
     fn epoll_now(&mut self, epfd: RawFd, out: &mut Vec<Event>) {
         let len = self.buf.len() as libc::c_int;
@@ -244,6 +264,35 @@ impl UringWaiter {
 impl Waiter for UringWaiter {
     const KIND: BackendKind = BackendKind::Uring;
 
+    fn probe(&mut self, epfd: RawFd, out: &mut Vec<Event>) -> io::Result<()> {
+        if !self.epoll_in_flight {
+            self.arm_epoll(epfd)?;
+            // Submit without waiting (no timeout to set up): on a ready set
+            // the operation completes during the submission. A full
+            // completion queue (EBUSY/EAGAIN) or an interruption leaves the
+            // operation queued: the reap below and the wait after see to it.
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // An operation already in flight has completed by now if the set
+        // became ready (its task work runs as this thread returns from any
+        // system call); if not, the blocking wait that follows finds out.
+        self.reap()?;
+        self.hand_over(out);
+        if std::mem::take(&mut self.epoll_ready) {
+            // Fallback mode: the POLL_ADD fired (nothing is in flight).
+            self.epoll_now(epfd, out);
+        }
+        Ok(())
+    }
+
     fn wait(
         &mut self,
         epfd: RawFd,
@@ -263,21 +312,7 @@ impl Waiter for UringWaiter {
             return Ok(());
         }
         if !self.epoll_in_flight {
-            let entry = if self.epoll_op {
-                opcode::EpollWait::new(
-                    types::Fd(epfd),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len() as u32,
-                )
-                .build()
-            } else {
-                opcode::PollAdd::new(types::Fd(epfd), libc::POLLIN as u32).build()
-            };
-            // SAFETY: `buf` is owned by `self` and not touched again until
-            // the operation's completion clears `epoll_in_flight`; `Drop`
-            // waits for that completion before freeing it.
-            unsafe { self.push(entry.user_data(EPOLL_DATA))? };
-            self.epoll_in_flight = true;
+            self.arm_epoll(epfd)?;
         }
         // Completions already reaped: do not sleep.
         let timeout = if self.reaped.is_empty() {
