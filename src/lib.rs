@@ -147,6 +147,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "evnexus supports Linux only: it is built on epoll, io_uring, eventfd, signalfd and pidfd"
+);
+
 /// Marks a pause point of a control path (see `testing`); nothing at all
 /// without the `testing` feature.
 macro_rules! pause_point {
@@ -162,11 +167,14 @@ mod backend;
 #[doc(hidden)]
 pub mod bench_api;
 mod child;
+mod detached;
 mod engine;
 mod error;
 mod fd;
 mod hooks;
+mod io_safety;
 mod nest;
+mod signal;
 mod slot;
 mod stats;
 mod sync;
@@ -183,6 +191,8 @@ pub use engine::{Builder, Engine, Occurred, Waker};
 pub use error::{CallbackPanic, Error, Result, Unsupported};
 pub use fd::{FdEvent, FdWatch, Interest, Readiness};
 pub use hooks::OsEventHooks;
+pub use io_safety::{BorrowedFdWatch, OwnedFdWatch};
+pub use signal::{block_signals, SignalEvent, SignalWatch};
 pub use slot::StaleReason;
 pub use stats::{StaleCounts, Stats};
 pub use timer::{Timer, TimerEvent};
