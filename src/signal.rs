@@ -351,6 +351,12 @@ impl Engine {
     /// - **Standard signals coalesce:** two `SIGHUP`s sent before the watch
     ///   reads are one pending signal and one callback run. Real-time signals
     ///   (`SIGRTMIN()..=SIGRTMAX()`) queue: each one sent is one run.
+    /// - **Thread-directed signals** (`raise`, `pthread_kill`, `tgkill`) are
+    ///   pending for their target thread only, and a signalfd sees those of
+    ///   the thread that polls or reads it: they reach the watch only when
+    ///   they target the thread that dispatches it. Signals from `kill`, a
+    ///   shell or a supervisor are process-directed and reach it from any
+    ///   thread.
     ///
     /// # One watch per signal per process
     ///
