@@ -289,6 +289,7 @@ pub fn run(
             Ok(written)
         });
         let end = Instant::now() + limit;
+        // Relaxed: the counters publish nothing but their own values.
         let done = || {
             read.load(Ordering::Relaxed) == total && fired.load(Ordering::Relaxed) == domains as u64
         };
@@ -312,6 +313,7 @@ pub fn run(
             format!("not every byte was read within {limit:?}"),
         ));
     }
+    // Relaxed: every thread that counted has been joined.
     Ok(Summary {
         bytes_written: written,
         bytes_read: read.load(Ordering::Relaxed),

@@ -195,6 +195,25 @@ impl SignalFd {
 }
 
 /// What a signal watch's callback receives: one signal, with its `siginfo`.
+///
+/// ```
+/// # fn main() -> evnexus::Result<()> {
+/// evnexus::block_signals(&[libc::SIGUSR2])?;
+/// let engine = evnexus::Engine::new()?;
+/// let _watch = engine.watch_signal(libc::SIGUSR2, |ev| {
+///     assert_eq!(ev.signal(), libc::SIGUSR2);
+///     assert_eq!(ev.code(), libc::SI_QUEUE); // sent with sigqueue
+///     assert_eq!(ev.value(), 42);
+///     assert_eq!(ev.pid(), std::process::id());
+///     assert_eq!(ev.siginfo().ssi_signo, libc::SIGUSR2 as u32);
+///     ev.engine().stop();
+/// })?;
+/// let value = libc::sigval { sival_ptr: 42usize as *mut libc::c_void };
+/// // SAFETY: sends SIGUSR2 with a value to this process, which blocks it.
+/// unsafe { libc::sigqueue(libc::getpid(), libc::SIGUSR2, value) };
+/// engine.run()?;
+/// # Ok(()) }
+/// ```
 pub struct SignalEvent<'a> {
     engine: &'a Engine,
     token: Token,
