@@ -147,6 +147,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "evnexus supports Linux only: it is built on epoll, io_uring, eventfd, signalfd and pidfd"
+);
+
 /// Marks a pause point of a control path (see `testing`); nothing at all
 /// without the `testing` feature.
 macro_rules! pause_point {
@@ -180,6 +185,8 @@ pub use base::token::{Generation, StaleReason, Token, MAX_SLOTS};
 pub use dispatch::{BackendKind, Occurred};
 pub use engine::child::{ChildEvent, ChildWatch};
 pub use engine::fd::{FdEvent, FdWatch};
+pub use engine::io_safety::{BorrowedFdWatch, OwnedFdWatch};
 pub use engine::poll::PollSet;
+pub use engine::signal::{block_signals, SignalEvent, SignalWatch};
 pub use engine::timer::{Timer, TimerEvent};
 pub use engine::{Builder, Engine, Waker};

@@ -22,9 +22,12 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 pub(crate) mod child;
+pub(crate) mod detached;
 pub(crate) mod fd;
+pub(crate) mod io_safety;
 pub(crate) mod nest;
 pub(crate) mod poll;
+pub(crate) mod signal;
 pub(crate) mod timer;
 
 use fd::{FdEvent, FdWatch};
