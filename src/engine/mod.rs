@@ -21,6 +21,7 @@ use std::fmt;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
+pub(crate) mod callback;
 pub(crate) mod child;
 pub(crate) mod detached;
 pub(crate) mod fd;
@@ -30,15 +31,10 @@ pub(crate) mod poll;
 pub(crate) mod signal;
 pub(crate) mod timer;
 
+use callback::Callback;
 use fd::{FdEvent, FdWatch};
 use timer::{Timer, TimerEvent};
 
-/// What a slot holds: the callback of an fd watch (runs once per dispatch,
-/// on whichever thread won the dispatch CAS) or of a timer (one-shot).
-pub(crate) enum Callback {
-    Fd(Box<dyn FnMut(&FdEvent<'_>) + Send>),
-    Timer(Box<dyn FnOnce(&TimerEvent<'_>) + Send>),
-}
 
 /// The dispatch core with this facade's callbacks.
 pub(crate) type EngineCore = Core<Callback>;
@@ -317,7 +313,7 @@ impl Engine {
         }
         let token = self
             .core
-            .register_fd(fd, interest, Callback::Fd(Box::new(callback)))?;
+            .register_fd(fd, interest, Callback::fd(callback))?;
         Ok(FdWatch {
             core: Arc::clone(&self.core),
             token,
@@ -337,7 +333,7 @@ impl Engine {
     {
         let token = self
             .core
-            .register_timer(deadline, Callback::Timer(Box::new(callback)))?;
+            .register_timer(deadline, Callback::timer(callback))?;
         Ok(Timer {
             core: Arc::clone(&self.core),
             token,
@@ -382,25 +378,21 @@ impl Engine {
     /// Runs an fd watch's callback with its event.
     #[inline]
     fn run_fd(&self, cb: &mut Callback, token: Token, fd: RawFd, readiness: Readiness) {
-        if let Callback::Fd(f) = cb {
-            f(&FdEvent {
-                engine: self,
-                token,
-                fd,
-                readiness,
-            });
-        }
+        cb.call_fd(&FdEvent {
+            engine: self,
+            token,
+            fd,
+            readiness,
+        });
     }
 
     /// Runs a timer's callback with its event.
     fn run_timer(&self, cb: Callback, token: Token, deadline: Instant) {
-        if let Callback::Timer(f) = cb {
-            f(&TimerEvent {
-                engine: self,
-                token,
-                deadline,
-            });
-        }
+        cb.call_timer(&TimerEvent {
+            engine: self,
+            token,
+            deadline,
+        });
     }
 
     /// Ends the registration named by `token`, whatever its kind (fd
