@@ -20,7 +20,6 @@
 //! use std::time::Instant;
 //!
 //! /// The application's loop: here, just a list of what to watch.
-//! #[derive(Default)]
 //! struct MyLoop {
 //!     fds: Mutex<Vec<(RawFd, Interest, Token)>>,
 //! }
@@ -46,7 +45,8 @@
 //!     fn timeout_deregister(&self, _: ()) {}
 //! }
 //!
-//! let my_loop: &'static MyLoop = Box::leak(Box::default());
+//! static MY_LOOP: MyLoop = MyLoop { fds: Mutex::new(Vec::new()) };
+//! let my_loop: &'static MyLoop = &MY_LOOP;
 //! let engine = Engine::with_hooks(my_loop);
 //! let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
 //! let watch = engine.register_fd(a.as_raw_fd(), Interest::READABLE, |ev| {
