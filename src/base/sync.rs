@@ -255,11 +255,8 @@ mod imp {
         }
     }
 
-    /// A lock-free unbounded MPMC FIFO: crossbeam's `SegQueue`. It holds
-    /// the arena's free slot indices (FIFO on purpose: a freed slot goes to
-    /// the back, so reuse is spread over all free slots and each slot's
-    /// generation advances as slowly as the churn allows) and a built-in
-    /// loop's commands from other threads.
+    /// A lock-free unbounded MPMC FIFO: crossbeam's `SegQueue`. It carries
+    /// a built-in loop's timer hand-overs from other threads.
     #[derive(Debug)]
     pub(crate) struct Queue<T>(crossbeam_queue::SegQueue<T>);
 
@@ -282,8 +279,7 @@ mod imp {
 }
 
 pub(crate) use imp::*;
-/// The arena's free slot indices.
-pub(crate) type FreeList = Queue<u32>;
+
 pub(crate) use std::sync::atomic::Ordering;
 /// A plain `std` `Arc`, under loom too, for what no protocol shares (a
 /// waker's handle on the wake-up eventfd).

@@ -14,9 +14,9 @@
 use crate::engine::fd::FdEvent;
 use crate::engine::timer::TimerEvent;
 use std::marker::PhantomData;
-use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 #[cfg(test)]
 use std::mem::size_of_val;
+use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 use std::ptr::NonNull;
 
 /// The largest closure stored without a heap allocation.

@@ -35,7 +35,6 @@ use callback::Callback;
 use fd::{FdEvent, FdWatch};
 use timer::{Timer, TimerEvent};
 
-
 /// The dispatch core with this facade's callbacks.
 pub(crate) type EngineCore = Core<Callback>;
 

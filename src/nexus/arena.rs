@@ -9,8 +9,9 @@
 //! whole life of the engine: a token can be checked against its slot
 //! without any guard or reference count.
 
-use crate::base::sync::{AtomicPtr, AtomicU32, FreeList, Ordering};
+use crate::base::sync::{AtomicPtr, AtomicU32, Ordering};
 use crate::base::token::{Generation, MAX_SLOTS};
+use crate::nexus::free::FreeSlots;
 use crate::nexus::slot::Slot;
 
 /// The first page holds 32 slots (2 KiB); under loom, 2, to keep the
@@ -54,7 +55,7 @@ pub(crate) struct Arena<C> {
     claimed: AtomicU32,
     /// The most indices this arena hands out.
     limit: u32,
-    free: FreeList,
+    free: FreeSlots,
     /// The generation a fresh slot starts at (1, or near the maximum in
     /// tests of retirement).
     first_generation: Generation,
@@ -71,7 +72,7 @@ impl<C> Arena<C> {
             _slots: std::marker::PhantomData,
             claimed: AtomicU32::new(0),
             limit: limit.min(MAX_SLOTS) as u32,
-            free: FreeList::default(),
+            free: FreeSlots::default(),
             first_generation,
         }
     }
@@ -99,7 +100,7 @@ impl<C> Arena<C> {
     /// Hands out a free slot index: a released one first, else a fresh one.
     /// The caller owns the returned slot until it publishes it.
     pub(crate) fn alloc(&self) -> Result<(u32, &Slot<C>), Full> {
-        let index = match self.free.pop() {
+        let index = match self.free.pop(|i| self.get(i)) {
             Some(index) => index,
             None => self.claim_fresh()?,
         };
@@ -160,7 +161,9 @@ impl<C> Arena<C> {
 
     /// Puts a released slot back for reuse.
     pub(crate) fn recycle(&self, index: u32) {
-        self.free.push(index);
+        if let Some(slot) = self.get(index) {
+            self.free.push(index, slot);
+        }
     }
 
     /// How many indices have been claimed (`0..claimed` may hold

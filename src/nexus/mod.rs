@@ -4,5 +4,6 @@
 //! the protocol never looks inside a callback.
 
 pub(crate) mod arena;
+pub(crate) mod free;
 pub(crate) mod slot;
 pub(crate) mod state;
