@@ -42,6 +42,12 @@ impl BareArena {
             return false;
         };
         match slot.kill(g) {
+            Kill::Released { next, .. } => {
+                if next.is_some() {
+                    self.arena.recycle(token.index());
+                }
+                true
+            }
             Kill::Killed { took_ctrl: true } => {
                 if slot.end_ctrl(g, |_| {}) == EndCtrl::TearDown && slot.release(g).0.is_some() {
                     self.arena.recycle(token.index());

@@ -7,7 +7,7 @@ use crate::base::error::{Error, Result};
 use crate::base::readiness::{pack_param, param_fd, param_interest, Interest};
 use crate::base::scope;
 use crate::base::token::{Generation, Token};
-use crate::nexus::slot::{BackendReg, EndCtrl, Kill, Slot};
+use crate::nexus::slot::{BackendReg, EndCtrl, Kill, Slot, State};
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -91,30 +91,79 @@ impl<C: Send + 'static> Core<C> {
     pub(super) fn tear_down(&self, slot: &Slot<C>, index: u32, g: Generation) {
         // SAFETY: we are the last one out of generation g (module rule 4 of
         // `slot`): nobody else touches the cells until we release.
-        let callback = unsafe { slot.with_callback(|cell| cell.take()) };
-        // SAFETY: as above. Only a fired timer's value can still be here.
-        let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
-        {
-            // Dropping user values runs user code, which may drop handles,
-            // its own included: treat it as callback context so that such a
-            // deregister does not wait for this very teardown. A panic in a
-            // destructor is contained here.
-            let _scope = scope::Scope::enter_callback();
-            let _ = catch_unwind(AssertUnwindSafe(move || {
-                drop(callback);
-                drop(reg);
-            }));
-        }
+        unsafe { self.empty_cells(slot) };
         let (next, had_waiter) = slot.release(g);
+        self.recycle(index, next);
+        if had_waiter {
+            let _guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiters_cv.notify_all();
+        }
+    }
+
+    /// Drops what the registration owned: its callback and whatever backend
+    /// value is left (only a fired timer's).
+    ///
+    /// # Safety
+    /// The caller alone may touch the slot's cells: it is the last one out
+    /// of the generation, or released the slot itself (`Kill::Released`).
+    unsafe fn empty_cells(&self, slot: &Slot<C>) {
+        // SAFETY: the function contract.
+        let callback = unsafe { slot.with_callback(|cell| cell.take()) };
+        // SAFETY: as above.
+        let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
+        // Dropping user values runs user code, which may drop handles, its
+        // own included: treat it as callback context so that such a
+        // deregister does not wait for this very teardown. A panic in a
+        // destructor is contained here.
+        let _scope = scope::Scope::enter_callback();
+        let _ = catch_unwind(AssertUnwindSafe(move || {
+            drop(callback);
+            drop(reg);
+        }));
+    }
+
+    /// Puts a released slot back on the free list (or counts it retired).
+    fn recycle(&self, index: u32, next: Option<Generation>) {
         match next {
             Some(_) => self.arena.recycle(index),
             None => self.stats.retired(),
         }
         self.stats.deregistered();
-        if had_waiter {
-            let _guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            self.waiters_cv.notify_all();
+    }
+
+    /// Finishes a registration that `kill` ended and released in one step
+    /// ([`Kill::Released`]): the slot is this thread's alone (its word names
+    /// another generation, and it is on no free list), so the backend is
+    /// told and the cells emptied without `CTRL`, then the slot recycled.
+    fn finish_released(
+        &self,
+        slot: &Slot<C>,
+        index: u32,
+        g: Generation,
+        was: State,
+        next: Option<Generation>,
+    ) -> Option<(Removal, RawFd)> {
+        // SAFETY: released by this thread (see above).
+        let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
+        let mut removal = None;
+        if let Some(reg) = reg {
+            let token = Token::new(index, g);
+            if was.is_timer() {
+                self.backend.timeout_deregister(token, reg);
+            } else {
+                // Nobody else writes the param of a released slot.
+                let fd = param_fd(slot.param());
+                let r = self.backend.fd_deregister(fd, token, reg);
+                if r == Removal::FdClosed {
+                    self.stats.closed_while_registered();
+                }
+                removal = Some((r, fd));
+            }
         }
+        // SAFETY: as above.
+        unsafe { self.empty_cells(slot) };
+        self.recycle(index, next);
+        removal
     }
 
     /// Sleeps until generation `g` of `slot` has been torn down, unless the
@@ -146,6 +195,15 @@ impl<C: Send + 'static> Core<C> {
         };
         let (ended, removal) = match slot.kill(g) {
             Kill::Gone => return Ok(false),
+            Kill::Released { was, next } => {
+                let removal = self.finish_released(slot, index, g, was, next);
+                self.backend.changed();
+                // Torn down already: nothing to wait for.
+                return match removal {
+                    Some((Removal::FdClosed, fd)) => Err(Error::ClosedWhileRegistered(fd)),
+                    _ => Ok(true),
+                };
+            }
             Kill::AlreadyDead => (false, None),
             Kill::Killed { took_ctrl } => {
                 let removal = if took_ctrl {

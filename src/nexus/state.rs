@@ -84,6 +84,14 @@ impl State {
     pub(super) const fn without_pending(self) -> State {
         State(self.0 & !Self::PENDING_MASK)
     }
+    /// Live and idle: nothing but `LIVE` (and `TIMER`) set, so nobody is
+    /// dispatching, controlling, waiting for or ending the registration.
+    pub(super) const fn is_idle(self) -> bool {
+        self.0 & !(Self::LIVE | Self::TIMER) & ((1 << Self::PENDING_SHIFT) - 1) == 0
+            && self.pending() == 0
+            && self.is_live()
+    }
+
     /// The slot may be torn down: dead, and nobody dispatching or
     /// controlling it.
     pub(super) const fn is_abandoned(self) -> bool {
