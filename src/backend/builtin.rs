@@ -108,6 +108,12 @@ struct LoopState<W> {
     stale: HashMap<Token, u64>,
     /// Orphans that could not be removed: not looked for again.
     unremovable: HashMap<Token, ()>,
+    /// Watches with `KEEP_READY` whose callback did not clear their
+    /// readiness: dispatched again next turn without asking the kernel.
+    kept: Vec<(Token, u16)>,
+    /// The list being built this turn (swapped with `kept`, so neither is
+    /// allocated anew).
+    kept_next: Vec<(Token, u16)>,
 }
 
 /// Tokens reported stale by the epoll set are remembered for this many
@@ -189,7 +195,7 @@ const DEFAULT_EVENTS: usize = 256;
 fn epoll_events(interest: Interest) -> u32 {
     // poll(2) and epoll share their low 16 bits (POLLIN == EPOLLIN, ...).
     let mut events = interest.as_poll_events() as u16 as u32;
-    if interest.is_edge() {
+    if interest.edge_in_kernel() {
         events |= libc::EPOLLET as u32;
     }
     events
@@ -221,6 +227,8 @@ impl<W: Waiter> Builtin<W> {
                 waits: 0,
                 stale: HashMap::new(),
                 unremovable: HashMap::new(),
+                kept: Vec::new(),
+                kept_next: Vec::new(),
             }),
             clock,
             fds: FdTable::new(),
@@ -239,7 +247,13 @@ impl<W: Waiter> Builtin<W> {
     fn publish_next(&self, st: &mut LoopState<W>, d: &dyn Dispatch) -> u64 {
         st.timers
             .drop_stale_front(|token, deadline| d.timer_deadline(token) == Some(deadline));
-        let next = st.timers.next_deadline().unwrap_or(Clock::NEVER);
+        let next = if st.kept.is_empty() {
+            st.timers.next_deadline().unwrap_or(Clock::NEVER)
+        } else {
+            // Watches that kept their readiness want the next turn now; the
+            // kernel will not make the epoll fd readable for them.
+            0
+        };
         // Relaxed: see `next_timeout`.
         self.next_deadline.store(next, Ordering::Relaxed);
         next
@@ -298,23 +312,49 @@ impl<W: Waiter> Builtin<W> {
         if events.contains(&Event::Wake) {
             self.signals.wake.drain();
         }
+        let (kept, mut kept_next) = self
+            .driver
+            .with(|st| {
+                (
+                    std::mem::take(&mut st.kept),
+                    std::mem::take(&mut st.kept_next),
+                )
+            })
+            .expect("the driving thread can borrow its state");
         let mut stale = Vec::new();
         for event in events.drain(..) {
             match event {
                 Event::Wake => {}
                 Event::Ready(token, revents) => {
-                    let r = d.dispatch_ready(token, revents);
+                    let (r, keep) = d.dispatch_ready(token, revents);
                     if matches!(r, Ok(Occurred::Stale(_))) {
                         stale.push(token);
                     }
+                    if keep {
+                        kept_next.push((token, revents));
+                    }
                     tally.note(r);
                 }
+            }
+        }
+        // Watches that kept their readiness last turn run again, without the
+        // kernel (a watch that also had a new edge above runs twice: it was
+        // ready both times). One that ended meanwhile is skipped, uncounted.
+        let mut kept = kept;
+        for (token, revents) in kept.drain(..) {
+            if let Some((r, keep)) = d.redispatch(token, revents) {
+                if keep {
+                    kept_next.push((token, revents));
+                }
+                tally.note(r);
             }
         }
         let (mut due, now) = self
             .driver
             .with(|st| {
                 st.events = events; // keep the capacity
+                st.kept = kept_next;
+                st.kept_next = kept;
                 if !stale.is_empty() || !st.stale.is_empty() {
                     self.watch_for_orphans(st, &stale);
                 }
@@ -367,7 +407,9 @@ impl<W: Waiter> Builtin<W> {
             return st.waiter.wait(epfd, timeout, &mut st.events);
         }
         st.waiter.probe(epfd, &mut st.events)?;
-        if !st.events.is_empty() {
+        if !st.events.is_empty() || !st.kept.is_empty() {
+            // Events to dispatch, or watches that kept their readiness:
+            // this turn does not sleep.
             return Ok(());
         }
         // Nothing ready: this turn may sleep. Arm the wake-up first, so a

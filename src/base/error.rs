@@ -71,6 +71,9 @@ pub enum Unsupported {
     NoBuiltinLoop,
     /// Edge-triggered watches need a built-in loop.
     EdgeNeedsBuiltinLoop,
+    /// Readiness kept in user space ([`Interest::KEEP_READY`](crate::Interest::KEEP_READY))
+    /// needs a built-in loop.
+    KeepReadyNeedsBuiltinLoop,
     /// Another thread (or an enclosing callback) is running the loop.
     LoopBusy,
 }
@@ -84,6 +87,9 @@ impl fmt::Display for Unsupported {
                 "afterpoll needs a set filled by this engine's beforepoll"
             }
             Unsupported::NoBuiltinLoop => "run_once/run need a built-in loop (io_uring or epoll)",
+            Unsupported::KeepReadyNeedsBuiltinLoop => {
+                "readiness kept in user space (KEEP_READY) needs a built-in loop (io_uring or epoll)"
+            }
             Unsupported::EdgeNeedsBuiltinLoop => {
                 "edge-triggered watches need a built-in loop (io_uring or epoll)"
             }

@@ -21,6 +21,11 @@ const WRBAND: u16 = libc::POLLWRBAND as u16;
 /// Not a poll(2) bit (the kernel keeps 0x8000 to itself): marks an
 /// edge-triggered watch.
 const EDGE_BIT: u16 = 0x8000;
+/// Not a poll(2) bit either (0x4000 is unused by poll): marks a watch whose
+/// readiness is kept in user space.
+const KEEP_READY_BIT: u16 = 0x4000;
+/// The bits of an interest that are the engine's, not poll(2)'s.
+const ENGINE_BITS: u16 = EDGE_BIT | KEEP_READY_BIT;
 
 /// The conditions a watch asks for: a poll(2) `events` mask.
 ///
@@ -50,6 +55,18 @@ impl Interest {
     /// built-in loops). Only the built-in loops offer it; level-triggered is
     /// the default and the libxl contract.
     pub const EDGE: Interest = Interest(EDGE_BIT);
+    /// Readiness kept in user space (tokio's model): the callback runs when
+    /// the fd becomes ready, and again on every later turn of the loop,
+    /// without a system call, until it calls
+    /// [`FdEvent::clear_ready`](crate::FdEvent::clear_ready), which it
+    /// does when a read or write says `WouldBlock`; then the loop waits for
+    /// the kernel to report the fd ready again (edge-triggered in the
+    /// epoll set). A callback that never calls `clear_ready` runs on every
+    /// turn (as with tokio's `retain_ready`); watches without this flag
+    /// keep plain level-triggered semantics. Only the built-in loops offer
+    /// it. Saves the kernel's per-event work on fds that stay ready: a loop
+    /// over many busy fds, each drained a little per turn.
+    pub const KEEP_READY: Interest = Interest(KEEP_READY_BIT);
 
     /// An interest from a poll(2) `events` mask; bits that poll(2) does
     /// not define are dropped.
@@ -58,11 +75,20 @@ impl Interest {
     }
     /// The poll(2) `events` mask (without [`Interest::EDGE`]).
     pub const fn as_poll_events(self) -> libc::c_short {
-        (self.0 & !EDGE_BIT) as libc::c_short
+        (self.0 & !ENGINE_BITS) as libc::c_short
     }
     /// Asks for edge-triggered events.
     pub const fn is_edge(self) -> bool {
         self.0 & EDGE_BIT != 0
+    }
+    /// Asks for readiness kept in user space ([`Interest::KEEP_READY`]).
+    pub const fn keeps_ready(self) -> bool {
+        self.0 & KEEP_READY_BIT != 0
+    }
+    /// Edge-triggered in the kernel's set: [`Interest::EDGE`] or
+    /// [`Interest::KEEP_READY`].
+    pub(crate) const fn edge_in_kernel(self) -> bool {
+        self.0 & ENGINE_BITS != 0
     }
     /// Asks for readability.
     pub const fn is_readable(self) -> bool {
@@ -200,6 +226,7 @@ fn poll_bits(f: &mut fmt::Formatter<'_>, bits: u16) -> fmt::Result {
         (WRNORM, "WRNORM"),
         (WRBAND, "WRBAND"),
         (EDGE_BIT, "EDGE"),
+        (KEEP_READY_BIT, "KEEP_READY"),
     ];
     let mut first = true;
     for (bit, name) in names {

@@ -227,10 +227,13 @@ impl<C: Send + 'static> Core<C> {
     pub(crate) fn modify_fd(&self, token: Token, interest: Interest) -> Result<()> {
         self.modify(token, |backend, slot, reg| {
             let fd = param_fd(slot.param());
-            if param_interest(slot.param()).is_edge() != interest.is_edge() {
+            let before = param_interest(slot.param());
+            if before.is_edge() != interest.is_edge()
+                || before.keeps_ready() != interest.keeps_ready()
+            {
                 return Err(Error::Backend(std::io::Error::new(
                     std::io::ErrorKind::Unsupported,
-                    "evnexus: modify cannot switch a watch between level and edge triggering",
+                    "evnexus: modify cannot switch a watch between level, edge and kept readiness",
                 )));
             }
             slot.set_param(pack_param(fd, interest.bits()));

@@ -23,7 +23,7 @@ impl<C: Send + 'static> Core<C> {
         token: Token,
         fd: RawFd,
         revents: Readiness,
-        run_fd: impl FnMut(&mut C, RawFd, Readiness),
+        run_fd: impl FnMut(&mut C, RawFd, Readiness) -> bool,
     ) -> Result<Occurred> {
         let Some((index, slot, g)) = self.resolve(token) else {
             return Ok(self.reject(StaleReason::OutOfRange));
@@ -33,21 +33,41 @@ impl<C: Send + 'static> Core<C> {
             return Ok(self.reject(reason));
         }
         self.occurred_fd_at(slot, index, g, Some(fd), revents, run_fd)
+            .0
     }
 
     /// Readiness that the engine's own loop observed for `token` (the fd is
     /// the registered one: no fd check).
+    /// The `bool`: the watch keeps its readiness (see [`Dispatch`]).
+    ///
+    /// [`Dispatch`]: super::Dispatch
     pub(crate) fn dispatch_ready(
         &self,
         token: Token,
         revents: u16,
-        run_fd: impl FnMut(&mut C, RawFd, Readiness),
-    ) -> Result<Occurred> {
+        run_fd: impl FnMut(&mut C, RawFd, Readiness) -> bool,
+    ) -> (Result<Occurred>, bool) {
         let Some((index, slot, g)) = self.resolve(token) else {
-            return Ok(self.reject(StaleReason::OutOfRange));
+            return (Ok(self.reject(StaleReason::OutOfRange)), false);
         };
         let readiness = Readiness::from_bits(revents);
         self.occurred_fd_at(slot, index, g, None, readiness, run_fd)
+    }
+
+    /// A watch whose readiness the loop kept, dispatched again; `None`
+    /// (and nothing counted) when it has ended since.
+    pub(crate) fn redispatch(
+        &self,
+        token: Token,
+        revents: u16,
+        run_fd: impl FnMut(&mut C, RawFd, Readiness) -> bool,
+    ) -> Option<(Result<Occurred>, bool)> {
+        let (index, slot, g) = self.resolve(token)?;
+        if slot.quick_stale(g, false).is_some() {
+            return None;
+        }
+        let readiness = Readiness::from_bits(revents);
+        Some(self.occurred_fd_at(slot, index, g, None, readiness, run_fd))
     }
 
     /// Begins the dispatch of fd watch `g` in `slot` and runs it, defers it
@@ -61,18 +81,24 @@ impl<C: Send + 'static> Core<C> {
         g: Generation,
         fd: Option<RawFd>,
         revents: Readiness,
-        run_fd: impl FnMut(&mut C, RawFd, Readiness),
-    ) -> Result<Occurred> {
+        run_fd: impl FnMut(&mut C, RawFd, Readiness) -> bool,
+    ) -> (Result<Occurred>, bool) {
         match slot.begin_fd(g, fd, revents.bits()) {
             Begin::Owned => {
-                let fd = fd.unwrap_or_else(|| param_fd(slot.param()));
-                self.dispatch_fd(slot, index, g, fd, revents, run_fd)
+                // Read while we own the dispatch: the fd and whether the
+                // watch keeps its readiness cannot change under us (modify
+                // refuses to switch the latter).
+                let param = slot.param();
+                let fd = fd.unwrap_or_else(|| param_fd(param));
+                let keeps = param_interest(param).keeps_ready();
+                let (r, kept) = self.dispatch_fd(slot, index, g, fd, revents, run_fd);
+                (r, keeps && kept)
             }
             Begin::Deferred => {
                 self.stats.rerun();
-                Ok(Occurred::Deferred)
+                (Ok(Occurred::Deferred), false)
             }
-            Begin::Stale(reason) => Ok(self.reject(reason)),
+            Begin::Stale(reason) => (Ok(self.reject(reason)), false),
         }
     }
 
@@ -121,7 +147,8 @@ impl<C: Send + 'static> Core<C> {
 
     /// Runs an fd watch's callback, and again for every rerun, then
     /// finishes the dispatch. Out of line, so that the report paths that
-    /// end without a dispatch (stale, deferred) stay small.
+    /// end without a dispatch (stale, deferred) stay small. The `bool`: the
+    /// last run did not clear the readiness, and the watch is still live.
     #[inline(never)]
     fn dispatch_fd(
         &self,
@@ -130,11 +157,12 @@ impl<C: Send + 'static> Core<C> {
         g: Generation,
         fd: RawFd,
         revents: Readiness,
-        mut run_fd: impl FnMut(&mut C, RawFd, Readiness),
-    ) -> Result<Occurred> {
+        mut run_fd: impl FnMut(&mut C, RawFd, Readiness) -> bool,
+    ) -> (Result<Occurred>, bool) {
         let _scope = scope::Scope::enter_callback();
         let mut readiness = revents;
         let mut outcome = Ok(Occurred::Suppressed);
+        let mut kept = false;
         loop {
             let run = if self.recheck {
                 self.recheck(slot, readiness)
@@ -149,12 +177,13 @@ impl<C: Send + 'static> Core<C> {
                             Some(cb) => {
                                 catch_unwind(AssertUnwindSafe(|| run_fd(cb, fd, readiness)))
                             }
-                            None => Ok(()),
+                            None => Ok(false),
                         })
                     };
                     self.stats.dispatched();
                     match ran {
-                        Ok(()) => {
+                        Ok(keep) => {
+                            kept = keep;
                             if outcome.is_ok() {
                                 outcome = Ok(Occurred::Dispatched);
                             }
@@ -178,10 +207,13 @@ impl<C: Send + 'static> Core<C> {
             }
             match slot.finish(g) {
                 Finish::Rerun(pending) => readiness = Readiness::from_bits(pending),
-                Finish::Idle => return outcome,
+                Finish::Idle => {
+                    let kept = kept && outcome.is_ok();
+                    return (outcome, kept);
+                }
                 Finish::TearDown => {
                     self.tear_down(slot, index, g);
-                    return outcome;
+                    return (outcome, false);
                 }
             }
         }

@@ -16,6 +16,8 @@ pub struct FdEvent<'a> {
     pub(crate) token: Token,
     pub(crate) fd: RawFd,
     pub(crate) readiness: Readiness,
+    /// [`FdEvent::clear_ready`] was called.
+    pub(crate) cleared: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> FdEvent<'a> {
@@ -42,6 +44,35 @@ impl<'a> FdEvent<'a> {
     /// `false` if the watch had already ended.
     pub fn deregister(&self) -> bool {
         ended(self.engine.core().deregister(self.token))
+    }
+    /// Says the fd is drained (a read or write returned `WouldBlock`): a
+    /// watch with [`Interest::KEEP_READY`] is then not dispatched again
+    /// until the kernel reports it ready anew. Without that flag it does
+    /// nothing (the kernel decides, level- or edge-triggered).
+    ///
+    /// ```
+    /// use evnexus::{Engine, Interest};
+    /// use std::io::{ErrorKind, Read};
+    /// use std::os::fd::AsRawFd;
+    /// # fn main() -> evnexus::Result<()> {
+    /// let engine = Engine::new()?;
+    /// let (mut r, _w) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// r.set_nonblocking(true).unwrap();
+    /// let fd = r.as_raw_fd();
+    /// let _watch = engine.register_fd(fd, Interest::READABLE | Interest::KEEP_READY, move |ev| {
+    ///     let mut buf = [0u8; 512];
+    ///     match r.read(&mut buf) {
+    ///         Ok(_) => {} // more may be there: run again next turn, no system call
+    ///         Err(e) if e.kind() == ErrorKind::WouldBlock => ev.clear_ready(),
+    ///         Err(_) => ev.clear_ready(),
+    ///     }
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn clear_ready(&self) {
+        // Relaxed: read back on this thread after the callback returns.
+        self.cleared
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
     /// Changes this watch's interest (see [`FdWatch::modify`]).
     pub fn modify(&self, interest: Interest) -> Result<()> {

@@ -307,8 +307,13 @@ impl Engine {
         F: FnMut(&FdEvent<'_>) + Send + 'static,
     {
         check_fd(fd)?;
-        if interest.is_edge() && !matches!(self.driven, Driven::Builtin(_)) {
-            return Err(Error::Unsupported(Unsupported::EdgeNeedsBuiltinLoop));
+        if !matches!(self.driven, Driven::Builtin(_)) {
+            if interest.is_edge() {
+                return Err(Error::Unsupported(Unsupported::EdgeNeedsBuiltinLoop));
+            }
+            if interest.keeps_ready() {
+                return Err(Error::Unsupported(Unsupported::KeepReadyNeedsBuiltinLoop));
+            }
         }
         let token = self
             .core
@@ -374,15 +379,20 @@ impl Engine {
             .occurred_timeout(token, |cb, deadline| self.run_timer(cb, token, deadline))
     }
 
-    /// Runs an fd watch's callback with its event.
+    /// Runs an fd watch's callback with its event; `false` when the
+    /// callback said the fd is drained ([`FdEvent::clear_ready`]).
     #[inline]
-    fn run_fd(&self, cb: &mut Callback, token: Token, fd: RawFd, readiness: Readiness) {
-        cb.call_fd(&FdEvent {
+    fn run_fd(&self, cb: &mut Callback, token: Token, fd: RawFd, readiness: Readiness) -> bool {
+        let ev = FdEvent {
             engine: self,
             token,
             fd,
             readiness,
-        });
+            cleared: std::sync::atomic::AtomicBool::new(false),
+        };
+        cb.call_fd(&ev);
+        // Relaxed: set on this thread, by the callback just returned.
+        !ev.cleared.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs a timer's callback with its event.
@@ -495,11 +505,17 @@ impl Engine {
 /// The built-in loop dispatches through the facade, which builds the
 /// callbacks' events.
 impl Dispatch for Engine {
-    fn dispatch_ready(&self, token: Token, revents: u16) -> Result<Occurred> {
+    fn dispatch_ready(&self, token: Token, revents: u16) -> (Result<Occurred>, bool) {
         self.core
             .dispatch_ready(token, revents, |cb, fd, readiness| {
                 self.run_fd(cb, token, fd, readiness)
             })
+    }
+
+    fn redispatch(&self, token: Token, revents: u16) -> Option<(Result<Occurred>, bool)> {
+        self.core.redispatch(token, revents, |cb, fd, readiness| {
+            self.run_fd(cb, token, fd, readiness)
+        })
     }
 
     fn fire_if_due(&self, token: Token, now: u64) -> Option<Result<Occurred>> {

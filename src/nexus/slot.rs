@@ -751,7 +751,10 @@ mod tests {
         let slot = published(Generation::MAX, false);
         // A modify holds CTRL: the kill cannot release the slot itself.
         assert!(slot.lock_ctrl(Generation::MAX));
-        assert_eq!(slot.kill(Generation::MAX), Kill::Killed { took_ctrl: false });
+        assert_eq!(
+            slot.kill(Generation::MAX),
+            Kill::Killed { took_ctrl: false }
+        );
         assert_eq!(slot.end_ctrl(Generation::MAX, |_| {}), EndCtrl::TearDown);
         assert_eq!(slot.release(Generation::MAX), (None, false));
         assert!(!slot.load().is_live());
