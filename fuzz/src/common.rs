@@ -10,6 +10,9 @@ pub(crate) const DELIBERATE: &str = "evnexus-fuzz: deliberate callback panic";
 /// The message of a hook's deliberate panic (the engine must contain it).
 pub(crate) const HOOK_PANIC: &str = "evnexus-fuzz: deliberate hook panic";
 
+/// The message of an injected hook error.
+pub(crate) const INJECTED: &str = "evnexus-fuzz: injected hook failure";
+
 /// Locks `m`; a panic elsewhere (a deliberate one, contained by the engine)
 /// does not make the state unusable.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

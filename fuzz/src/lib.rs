@@ -5,6 +5,11 @@
 //! - [`ops`] (target `engine_ops`): sequential orderings of every public
 //!   call on a hooks engine, each result checked exactly against a
 //!   reference model after every op.
+//! - [`concurrent`] (target `engine_concurrent`): the same calls from
+//!   several threads at once, on the hooks backend and on the built-in
+//!   io_uring and epoll loops, checked against the outcomes that some
+//!   linearisation allows.
 
 mod common;
+pub mod concurrent;
 pub mod ops;

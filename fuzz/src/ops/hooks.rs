@@ -3,16 +3,13 @@
 //! registered, and inject failures, panics and in-hook reports on demand.
 
 use super::results::{repr, Res};
-use crate::common::{lock, readiness_of, HOOK_PANIC};
+use crate::common::{lock, readiness_of, HOOK_PANIC, INJECTED};
 use evnexus::{Engine, Interest, Occurred, OsEventHooks, Token};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
-
-/// The message of an injected hook error.
-pub(crate) const INJECTED: &str = "evnexus-fuzz: injected hook failure";
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum HookCall {

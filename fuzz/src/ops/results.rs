@@ -1,8 +1,7 @@
 //! Results in a comparable form: the engine's `Error` has no `PartialEq`,
 //! and the injected failures must be told apart from the backend's own.
 
-use super::hooks::INJECTED;
-use crate::common::HOOK_PANIC;
+use crate::common::{HOOK_PANIC, INJECTED};
 use evnexus::Error;
 use std::os::fd::RawFd;
 
