@@ -40,15 +40,21 @@ struct RunGuard<'a> {
 }
 
 impl<'a> RunGuard<'a> {
-    fn begin(rec: &'a Record, token: u64) -> RunGuard<'a> {
+    fn begin(rec: &'a Record, world: &World, token: u64) -> RunGuard<'a> {
         assert!(
             !rec.running.swap(true, Ordering::SeqCst),
             "the callback of {token:#x} runs concurrently with itself"
         );
+        rec.last_start.fetch_max(world.tick(), Ordering::SeqCst);
         assert_eq!(
             rec.outside_end.load(Ordering::SeqCst),
             NEVER,
             "the callback of {token:#x} runs after its deregistration returned"
+        );
+        assert_eq!(
+            rec.end_done.load(Ordering::SeqCst),
+            NEVER,
+            "the callback of {token:#x} runs after its registration ended from inside"
         );
         let first = *rec.seen_token.get_or_init(|| token);
         assert_eq!(first, token, "one callback ran for two tokens");
@@ -87,7 +93,7 @@ pub(crate) fn fd_callback(cap: Captured) -> impl FnMut(&FdEvent<'_>) + Send + 's
     move |ev| {
         let (rec, world) = (&*cap.rec, &*cap.world);
         let token = ev.token().as_u64();
-        let _run = RunGuard::begin(rec, token);
+        let _run = RunGuard::begin(rec, world, token);
         let Kind::Fd { pair, fd, edge, .. } = rec.kind else {
             panic!("an fd event for the timer {token:#x}")
         };
@@ -120,18 +126,19 @@ pub(crate) fn fd_callback(cap: Captured) -> impl FnMut(&FdEvent<'_>) + Send + 's
                     expect_modify(world, rec, change, r);
                 }
                 Action::ReportSelf(revents) => {
+                    let began = world.tick();
                     let r = ev
                         .engine()
                         .occurred_fd(ev.token(), fd, readiness_of(revents));
                     match r {
                         Ok(Occurred::Deferred) => {
+                            rec.rerun_owed.fetch_max(began, Ordering::SeqCst);
                             world.reports.deferred.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(Occurred::Stale(StaleReason::Generation)) => {
                             world.reports.stale(StaleReason::Generation);
-                            assert_ne!(
-                                rec.end_began.load(Ordering::SeqCst),
-                                NEVER,
+                            assert!(
+                                rec.may_have_ended_by(world.tick()),
                                 "a running watch reported itself and was stale, not ended"
                             );
                         }
@@ -152,7 +159,7 @@ pub(crate) fn timer_callback(cap: Captured) -> impl FnOnce(&TimerEvent<'_>) + Se
         let cap = cap;
         let (rec, world) = (&*cap.rec, &*cap.world);
         let token = ev.token().as_u64();
-        let run = RunGuard::begin(rec, token);
+        let run = RunGuard::begin(rec, world, token);
         let at = nanos_since(world.t0, Instant::now());
         let seq = world.tick();
         let fire = Fire {

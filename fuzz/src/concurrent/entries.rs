@@ -62,6 +62,11 @@ pub(crate) struct Record {
     pub(crate) seen_token: OnceLock<u64>,
     pub(crate) running: AtomicBool,
     pub(crate) runs: AtomicU64,
+    /// When the latest run began (0: never).
+    pub(crate) last_start: AtomicU64,
+    /// When the latest report that returned `Deferred` began (0: none): a
+    /// run must begin after it, unless the registration ends.
+    pub(crate) rerun_owed: AtomicU64,
     pub(crate) panics: AtomicU64,
     /// When the callback was dropped (`NEVER`: not yet).
     pub(crate) dropped: AtomicU64,
@@ -86,15 +91,17 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    pub(crate) fn new(kind: Kind, next: Vec<Action>) -> Record {
+    pub(crate) fn new(kind: Kind) -> Record {
         Record {
             kind,
             seen_token: OnceLock::new(),
             running: AtomicBool::new(false),
             runs: AtomicU64::new(0),
+            last_start: AtomicU64::new(0),
+            rerun_owed: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             dropped: AtomicU64::new(NEVER),
-            next: Mutex::new(next),
+            next: Mutex::new(Vec::new()),
             end_began: AtomicU64::new(NEVER),
             end_done: AtomicU64::new(NEVER),
             outside_began: AtomicU64::new(NEVER),

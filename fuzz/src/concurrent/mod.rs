@@ -55,8 +55,8 @@
 //!   the epoll set only while another watch of the same file may be in it.
 //! - **At quiet points** (`checks`): on a built-in loop, every live timer
 //!   whose every possible deadline has passed fires, and every live level
-//!   watch on a readable fd with a readable interest runs, within three
-//!   turns of `run_once(Some(Duration::ZERO))`; a callback is dropped
+//!   watch on a readable fd with a readable interest runs, within 500 ms of
+//!   turns of `run_once`; a callback is dropped
 //!   exactly when its registration ended; `is_live`/`is_pending` agree;
 //!   `stats` adds up (registered − deregistered = live, dispatched = runs,
 //!   panicked; every stale and rerun count exactly on hooks); the hooks'

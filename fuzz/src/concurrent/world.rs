@@ -251,7 +251,7 @@ impl World {
 
     /// A record for a callback about to be handed to the engine.
     pub(crate) fn new_record(&self, kind: Kind) -> Arc<Record> {
-        let rec = Arc::new(Record::new(kind, Vec::new()));
+        let rec = Arc::new(Record::new(kind));
         lock(&self.records).push(Arc::clone(&rec));
         rec
     }
