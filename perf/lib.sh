@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034  # (variables used by the sourcing script)
-# Shared by perf/record.sh, perf/stat.sh and perf/syscalls.sh (sourced, not run).
+# Shared by perf/record.sh, perf/stat.sh, perf/syscalls.sh and perf/soak.sh (sourced, not run).
 #
 # Expects the caller to have done `set -euo pipefail` and to be in the
 # repository root. Provides:
@@ -14,7 +14,7 @@
 #   resolve_target KIND ARGS...
 #                      builds what KIND names and sets TARGET_CMD (array) and
 #                      TARGET_LABEL (a file-name-safe label):
-#                        sim [ARGS]                   the load binary (src/bin/evnexus.rs)
+#                        sim [ARGS]                   the load binary (src/bin/evnexus/)
 #                        example NAME [ARGS]          examples/NAME.rs
 #                        bench NAME [FILTER [ARGS]]   a criterion bench, run with
 #                                                     --profile-time $PROFILE_TIME (s)

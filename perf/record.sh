@@ -16,7 +16,7 @@ Builds TARGET (release profile, with debug info), runs it under
 and prints the top functions by self time.
 
 TARGET:
-  sim [ARGS]                     the load simulation (src/bin/evnexus.rs),
+  sim [ARGS]                     the load simulation (src/bin/evnexus/),
                                  e.g. sim --backend uring --seconds 5
   example NAME [ARGS]            examples/NAME.rs,
                                  e.g. example dispatch --backend uring --fds 1024

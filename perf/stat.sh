@@ -18,7 +18,7 @@ line (examples/dispatch.rs does), each counter is also given per event.
 The raw CSV goes to perf/out/NAME.stat.csv.
 
 TARGET (as for perf/record.sh):
-  sim [ARGS]                     the load simulation (src/bin/evnexus.rs)
+  sim [ARGS]                     the load simulation (src/bin/evnexus/)
   example NAME [ARGS]            examples/NAME.rs,
                                  e.g. example dispatch --backend epoll --fds 1024
   bench NAME [FILTER [ARGS]]     a criterion bench in --profile-time mode,

@@ -2,11 +2,11 @@
 //! dispatch path that every event takes, whichever backend reported it.
 
 use crate::arena::Arena;
-use crate::backend::builtin::{Builtin, BuiltinLoop};
+use crate::backend::builtin::{Builtin, BuiltinLoop, LoopBase};
 use crate::backend::epoll::EpollWaiter;
 use crate::backend::poll::PollBackend;
 use crate::backend::uring::UringWaiter;
-use crate::backend::{Backend, BackendKind};
+use crate::backend::{Backend, BackendKind, Removal};
 use crate::error::{CallbackPanic, Error, Result, Unsupported};
 use crate::fd::{pack_param, param_fd, param_interest, FdEvent, FdWatch, Interest, Readiness};
 use crate::hooks::{HooksBackend, OsEventHooks};
@@ -68,9 +68,11 @@ impl Builder {
 
     /// Chooses the backend. Without this call the engine runs its own loop
     /// on io_uring, or on epoll when the kernel refuses io_uring (ENOSYS,
-    /// EPERM from seccomp or `kernel.io_uring_disabled`, EACCES, or a
-    /// kernel without `IORING_FEAT_NODROP`); asked for explicitly,
-    /// [`BackendKind::Uring`] fails instead of falling back.
+    /// EPERM from seccomp or `kernel.io_uring_disabled`, EACCES, a kernel
+    /// without `IORING_FEAT_NODROP`) or cannot set one up (ENOMEM: the
+    /// locked-memory limit of containers and older kernels; EMFILE/ENFILE:
+    /// no descriptor left for the ring, though epoll's own fit); asked for
+    /// explicitly, [`BackendKind::Uring`] fails instead of falling back.
     /// [`BackendKind::Hooks`] needs [`Builder::hooks`].
     pub fn backend(mut self, kind: BackendKind) -> Builder {
         self.kind = Some(kind);
@@ -88,6 +90,7 @@ impl Builder {
 
     /// Testing aid: io_uring setup fails with this errno, as on a kernel
     /// that refuses io_uring.
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn inject_uring_setup_error(mut self, errno: i32) -> Builder {
         self.inject_uring_error = Some(errno);
@@ -96,6 +99,7 @@ impl Builder {
 
     /// Testing aid: the io_uring loop behaves as on a kernel without the
     /// `EPOLL_WAIT` operation (before 6.15).
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn without_uring_epoll_wait(mut self) -> Builder {
         self.no_epoll_wait_op = true;
@@ -124,6 +128,7 @@ impl Builder {
     /// Testing aid: fresh slots start at generation `first` instead of 1,
     /// so that a test can reach [`Generation::MAX`] and see the slot
     /// retired. Not for production use.
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn first_generation(mut self, first: Generation) -> Builder {
         self.first_generation = first;
@@ -136,18 +141,20 @@ impl Builder {
     pub fn build(self) -> Result<Engine> {
         let clock = Clock::new();
         let uring = |strict: bool| -> Result<Box<dyn Backend>> {
-            let waiter = UringWaiter::new(self.ring_entries, self.inject_uring_error);
-            match waiter {
+            // The epoll set and the wake-up eventfd first: where epoll alone
+            // fits, a ring refused for want of a descriptor falls back.
+            let base = LoopBase::new()?;
+            match UringWaiter::new(self.ring_entries, self.inject_uring_error) {
                 Ok(w) => {
                     let w = if self.no_epoll_wait_op {
                         w.without_epoll_wait_op()
                     } else {
                         w
                     };
-                    Ok(Box::new(Builtin::new(w, clock)?))
+                    Ok(Box::new(Builtin::new(base, w, clock)))
                 }
                 Err(e) if !strict && refuses_io_uring(&e) => {
-                    Ok(Box::new(Builtin::new(EpollWaiter::new(), clock)?))
+                    Ok(Box::new(Builtin::new(base, EpollWaiter::new(), clock)))
                 }
                 Err(e) => Err(Error::Backend(e)),
             }
@@ -159,7 +166,9 @@ impl Builder {
             }
             (None, _) => uring(false)?,
             (Some(BackendKind::Uring), _) => uring(true)?,
-            (Some(BackendKind::Epoll), _) => Box::new(Builtin::new(EpollWaiter::new(), clock)?),
+            (Some(BackendKind::Epoll), _) => {
+                Box::new(Builtin::new(LoopBase::new()?, EpollWaiter::new(), clock))
+            }
             (Some(BackendKind::Poll), _) => Box::new(PollBackend::new()?),
         };
         Ok(Engine {
@@ -246,7 +255,11 @@ impl Engine {
     /// Counts of what the engine has done.
     pub fn stats(&self) -> Stats {
         let mut s = self.inner.stats.snapshot();
-        (s.ring_sq_full, s.ring_cq_overflow) = self.inner.backend.pressure();
+        let c = self.inner.backend.counters();
+        s.ring_sq_full = c.ring_sq_full;
+        s.ring_cq_overflow = c.ring_cq_overflow;
+        s.orphans_removed = c.orphans_removed;
+        s.orphans_left = c.orphans_left;
         s
     }
 
@@ -260,14 +273,24 @@ impl Engine {
     /// thread that delivers it, never concurrently with itself.
     ///
     /// The engine does not own `fd`: keep it open until the watch has been
-    /// deregistered (libxl has the same rule). On the built-in loops an fd
-    /// closed while still watched is dropped from the kernel's epoll set
-    /// only if no other descriptor shares its file (a `dup`, a child's
-    /// copy); otherwise the kernel keeps reporting it, the engine rejects
-    /// each report as stale, and the loop wakes for nothing until that last
-    /// descriptor closes. Errors: [`Error::BadFd`] for a negative or closed fd,
+    /// deregistered (libxl has the same rule). What happens if you do not:
+    /// on the built-in loops the kernel drops its epoll entry when the last
+    /// descriptor of the file closes, and the watch falls silent; its fd
+    /// number may be reused by a new watch at once, and nothing the old
+    /// watch does afterwards (modify, deregister) touches the new watch's
+    /// entry (the old watch's deregistration returns
+    /// [`Error::ClosedWhileRegistered`] through [`Engine::deregister`]). If
+    /// another descriptor (a `dup`, a child's copy) keeps the file open,
+    /// the entry outlives the watch; the loop detects such an orphan when
+    /// it keeps reporting, and removes it if this process holds another
+    /// descriptor of the file ([`Stats::orphans_removed`]); one kept open
+    /// only by another process stays until that process closes it
+    /// ([`Stats::orphans_left`]).
+    ///
+    /// Errors: [`Error::BadFd`] for a negative or closed fd,
     /// [`Error::Full`], or [`Error::Backend`] when the backend refuses (no
-    /// registration is left behind).
+    /// registration is left behind; two live watches of one file at one
+    /// fd number are refused by epoll with EEXIST).
     ///
     /// The registration can be dispatched as soon as the backend has been
     /// told, before this returns; if the callback ends it right away (it
@@ -291,8 +314,9 @@ impl Engine {
             slot.publish(g, false);
         }
         let token = Token::new(index, g);
+        pause_point!(BeforeBackendCall);
         let result = inner.backend.fd_register(fd, interest, token);
-        inner.complete_registration(slot, index, g, result)?;
+        inner.complete_registration(slot, index, g, result, false)?;
         Ok(FdWatch {
             inner: Arc::clone(inner),
             token,
@@ -300,7 +324,12 @@ impl Engine {
     }
 
     /// A one-shot timer at `deadline`; `callback` runs once, at or after it,
-    /// unless the timer is cancelled first.
+    /// unless the timer is cancelled first. Callable from any thread, also
+    /// while the loop runs.
+    ///
+    /// Any `Instant` is accepted: one in the past makes the timer due at
+    /// once; one more than 584 years after the engine was built means
+    /// "never" (the timer stays pending until cancelled).
     pub fn timer_at<F>(&self, deadline: Instant, callback: F) -> Result<Timer>
     where
         F: FnOnce(&TimerEvent<'_>) + Send + 'static,
@@ -314,20 +343,22 @@ impl Engine {
             slot.publish(g, true);
         }
         let token = Token::new(index, g);
+        pause_point!(BeforeBackendCall);
         let result = inner.backend.timeout_register(deadline, token);
-        inner.complete_registration(slot, index, g, result)?;
+        inner.complete_registration(slot, index, g, result, true)?;
         Ok(Timer {
             inner: Arc::clone(inner),
             token,
         })
     }
 
-    /// A one-shot timer `delay` from now.
+    /// A one-shot timer `delay` from now. Any `Duration` is accepted; a
+    /// delay beyond 584 years (`Duration::MAX` included) means "never".
     pub fn timer_after<F>(&self, delay: Duration, callback: F) -> Result<Timer>
     where
         F: FnOnce(&TimerEvent<'_>) + Send + 'static,
     {
-        self.timer_at(Instant::now() + delay, callback)
+        self.timer_at(self.inner.clock.after(delay), callback)
     }
 
     /// Reports that `fd`, watched under `token`, has `revents`: libxl's
@@ -395,6 +426,48 @@ impl Engine {
             Ok(()) => inner.dispatch_timer(self, slot, index, g, token),
             Err(reason) => Ok(inner.reject(reason)),
         }
+    }
+
+    /// Ends the registration named by `token`, whatever its kind (fd
+    /// watch, timer, child watch): the handle's `deregister`/`cancel` by
+    /// token, for code that keeps tokens rather than handles (a C caller,
+    /// an application loop). Safe with any `u64`: a token that names no
+    /// live registration (ended already, stale, forged, out of range) is
+    /// `Ok(false)` and touches nothing.
+    ///
+    /// - `Ok(true)`: this call ended the registration. Its callback will
+    ///   not start again. From outside any evnexus callback, the call has
+    ///   also waited for a run in progress on another thread to return,
+    ///   the backend has been told (the hook called, the kernel entry
+    ///   removed) and the callback dropped. From inside a callback or hook
+    ///   it does not wait (see the crate docs, "Deregistration"); if another
+    ///   thread is modifying the registration at that moment, that thread
+    ///   tells the backend when its modify's backend call returns (and the
+    ///   modify returns [`Error::Gone`]).
+    /// - `Err(`[`Error::ClosedWhileRegistered`]`)`: this call ended the
+    ///   registration as above, but its fd had been closed while still
+    ///   registered, so its kernel entry could not be removed: it was gone
+    ///   already, or it belongs to a newer watch of the same fd number
+    ///   (and was left alone), or another descriptor keeps it (see
+    ///   [`Engine::register_fd`]). Counted in
+    ///   [`Stats::closed_while_registered`].
+    ///
+    /// ```
+    /// use evnexus::{Engine, Token};
+    /// use std::time::Duration;
+    /// # fn main() -> evnexus::Result<()> {
+    /// let engine = Engine::new()?;
+    /// let token = engine.timer_after(Duration::from_secs(60), |_| {})?.token();
+    /// // (Dropping the handle above cancelled that timer already.)
+    /// assert_eq!(engine.deregister(token)?, false);
+    /// let timer = engine.timer_after(Duration::from_secs(60), |_| {})?;
+    /// assert_eq!(engine.deregister(timer.token())?, true);
+    /// assert!(!timer.is_pending());
+    /// assert_eq!(engine.deregister(Token::from_u64(u64::MAX))?, false);
+    /// # Ok(()) }
+    /// ```
+    pub fn deregister(&self, token: Token) -> Result<bool> {
+        self.inner.deregister(token)
     }
 
     fn builtin(&self) -> Result<&dyn BuiltinLoop> {
@@ -491,7 +564,8 @@ impl Drop for Engine {
             if let Some(slot) = arena.get(index) {
                 let s = slot.load();
                 if s.is_live() {
-                    self.inner.deregister(Token::new(index, s.generation()));
+                    // An fd closed while registered has nobody to tell.
+                    let _ = self.inner.deregister(Token::new(index, s.generation()));
                 }
             }
         }
@@ -508,11 +582,23 @@ impl fmt::Debug for Engine {
     }
 }
 
-/// Setup errors after which the default backend falls back to epoll.
+/// Setup errors after which the default backend falls back to epoll: the
+/// kernel refuses io_uring (ENOSYS, EPERM, EACCES, EINVAL, EOPNOTSUPP), or
+/// cannot give this process a ring (ENOMEM: locked memory; EMFILE/ENFILE:
+/// descriptors).
 fn refuses_io_uring(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::EINVAL | libc::EOPNOTSUPP)
+        Some(
+            libc::ENOSYS
+                | libc::EPERM
+                | libc::EACCES
+                | libc::EINVAL
+                | libc::EOPNOTSUPP
+                | libc::ENOMEM
+                | libc::EMFILE
+                | libc::ENFILE
+        )
     )
 }
 
@@ -595,12 +681,6 @@ impl Inner {
         slot.live_param().filter(|(s, _)| s.generation() == g)
     }
 
-    /// fd and interest of the live fd watch `token`.
-    pub(crate) fn fd_watch(&self, token: Token) -> Option<(RawFd, Interest)> {
-        let (s, param) = self.live_param(token)?;
-        (!s.is_timer()).then(|| (param_fd(param), param_interest(param)))
-    }
-
     /// Deadline of the pending timer `token`.
     pub(crate) fn timer_deadline(&self, token: Token) -> Option<u64> {
         let (s, param) = self.live_param(token)?;
@@ -608,19 +688,27 @@ impl Inner {
     }
 
     /// Second half of a registration: the registrant holds `CTRL` and has
-    /// called the backend.
+    /// called the backend. A timer is handed to the backend's loop after
+    /// `CTRL` is released ([`Backend::timer_armed`]).
     fn complete_registration(
         &self,
         slot: &Slot,
         index: u32,
         g: Generation,
-        result: std::io::Result<crate::slot::BackendReg>,
+        result: Result<crate::slot::BackendReg>,
+        timer: bool,
     ) -> Result<()> {
+        pause_point!(AfterBackendCall);
         match result {
             Ok(reg) => {
                 // SAFETY: we hold CTRL (taken by `publish`).
                 unsafe { slot.with_backend_reg(|cell| *cell = Some(reg)) };
-                self.end_ctrl(slot, index, g);
+                // Read under CTRL: nobody else may change it yet.
+                let deadline = slot.param();
+                let (outcome, _) = self.end_ctrl(slot, index, g);
+                if timer && outcome == EndCtrl::Live {
+                    self.backend.timer_armed(Token::new(index, g), deadline);
+                }
                 self.backend.changed();
                 Ok(())
             }
@@ -630,14 +718,22 @@ impl Inner {
                 let _ = slot.kill(g);
                 self.end_ctrl(slot, index, g);
                 self.wait_gone_unless_nested(slot, g);
-                Err(Error::Backend(e))
+                Err(e)
             }
         }
     }
 
     /// Releases `CTRL`, disposing of the backend value first if the
-    /// registration died meanwhile, and tears down if last out.
-    fn end_ctrl(&self, slot: &Slot, index: u32, g: Generation) {
+    /// registration died meanwhile, and tears down if last out. Returns
+    /// how `CTRL` was released and, when this call removed an fd watch
+    /// from its backend, what became of its kernel entry (with the fd).
+    fn end_ctrl(
+        &self,
+        slot: &Slot,
+        index: u32,
+        g: Generation,
+    ) -> (EndCtrl, Option<(Removal, RawFd)>) {
+        let mut removal = None;
         let outcome = slot.end_ctrl(g, |s| {
             // SAFETY: `end_ctrl` calls this with CTRL still held.
             let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
@@ -649,14 +745,19 @@ impl Inner {
                 } else if s.is_timer() {
                     self.backend.timeout_deregister(token, reg);
                 } else {
-                    self.backend
-                        .fd_deregister(param_fd(slot.param()), token, reg);
+                    let fd = param_fd(slot.param());
+                    let r = self.backend.fd_deregister(fd, token, reg);
+                    if r == Removal::FdClosed {
+                        self.stats.closed_while_registered();
+                    }
+                    removal = Some((r, fd));
                 }
             }
         });
         if outcome == EndCtrl::TearDown {
             self.tear_down(slot, index, g);
         }
+        (outcome, removal)
     }
 
     /// The last one out: drop what the registration owned, release the slot
@@ -709,34 +810,43 @@ impl Inner {
         }
     }
 
-    /// Ends the registration named by `token`; `true` if this call ended it.
-    pub(crate) fn deregister(&self, token: Token) -> bool {
+    /// Ends the registration named by `token`: `Ok(true)` if this call
+    /// ended it, `Ok(false)` if it names no live registration. See
+    /// [`Engine::deregister`].
+    pub(crate) fn deregister(&self, token: Token) -> Result<bool> {
         let Some((index, slot, g)) = self.resolve(token) else {
-            return false;
+            return Ok(false);
         };
-        let ended = match slot.kill(g) {
-            Kill::Gone => return false,
-            Kill::AlreadyDead => false,
+        let (ended, removal) = match slot.kill(g) {
+            Kill::Gone => return Ok(false),
+            Kill::AlreadyDead => (false, None),
             Kill::Killed { took_ctrl } => {
-                if took_ctrl {
-                    self.end_ctrl(slot, index, g);
-                }
+                let removal = if took_ctrl {
+                    self.end_ctrl(slot, index, g).1
+                } else {
+                    // A control operation (a modify) holds CTRL: it removes
+                    // the registration from the backend when it lets go.
+                    None
+                };
                 self.backend.changed();
-                true
+                (true, removal)
             }
         };
         self.wait_gone_unless_nested(slot, g);
-        ended
+        match removal {
+            Some((Removal::FdClosed, fd)) => Err(Error::ClosedWhileRegistered(fd)),
+            _ => Ok(ended),
+        }
     }
 
     pub(crate) fn modify_fd(&self, token: Token, interest: Interest) -> Result<()> {
         self.modify(token, |backend, slot, reg| {
             let fd = param_fd(slot.param());
             if param_interest(slot.param()).is_edge() != interest.is_edge() {
-                return Err(std::io::Error::new(
+                return Err(Error::Backend(std::io::Error::new(
                     std::io::ErrorKind::Unsupported,
                     "evnexus: modify cannot switch a watch between level and edge triggering",
-                ));
+                )));
             }
             slot.set_param(pack_param(fd, interest.bits()));
             match reg {
@@ -758,14 +868,15 @@ impl Inner {
     }
 
     /// Runs `change` under `CTRL` on the live registration `token`.
+    ///
+    /// If the registration ends while `change` runs (a callback
+    /// deregisters it, a panic ends it, a timer fires), this modify has
+    /// lost the race: it returns [`Error::Gone`], and it is this call that
+    /// removes the registration from the backend, on letting go of `CTRL`.
     fn modify(
         &self,
         token: Token,
-        change: impl FnOnce(
-            &dyn Backend,
-            &Slot,
-            Option<&mut crate::slot::BackendReg>,
-        ) -> std::io::Result<()>,
+        change: impl FnOnce(&dyn Backend, &Slot, Option<&mut crate::slot::BackendReg>) -> Result<()>,
     ) -> Result<()> {
         if scope::in_hook() {
             return Err(Error::Reentrant);
@@ -774,6 +885,7 @@ impl Inner {
         if !slot.lock_ctrl(g) {
             return Err(Error::Gone);
         }
+        pause_point!(BeforeBackendCall);
         // The slot holds the new value before the backend is told (a loop
         // backend reads it from there); a refusal puts the old one back.
         let before = slot.param();
@@ -783,9 +895,21 @@ impl Inner {
         if result.is_err() {
             slot.set_param(before);
         }
-        self.end_ctrl(slot, index, g);
+        pause_point!(AfterBackendCall);
+        // Read under CTRL: the value that stands (new, or restored), and
+        // the kind (after CTRL the slot may hold another registration).
+        let (param, is_timer) = (slot.param(), slot.load().is_timer());
+        let (outcome, _) = self.end_ctrl(slot, index, g);
         self.backend.changed();
-        result.map_err(Error::Backend)
+        if outcome != EndCtrl::Live {
+            return Err(Error::Gone);
+        }
+        if is_timer {
+            // Whether or not the change took: the loop may have passed the
+            // timer over while we held CTRL.
+            self.backend.timer_armed(token, param);
+        }
+        result
     }
 
     /// Runs an fd watch's callback, and again for every rerun, then
@@ -839,7 +963,7 @@ impl Inner {
                             // Policy: a watch whose callback panicked is
                             // ended, as if deregistered from inside it.
                             if let Kill::Killed { took_ctrl: true } = slot.kill(g) {
-                                self.end_ctrl(slot, index, g);
+                                let _ = self.end_ctrl(slot, index, g);
                             }
                             self.backend.changed();
                             outcome = Err(Error::CallbackPanicked(Box::new(CallbackPanic {

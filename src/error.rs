@@ -35,6 +35,13 @@ pub enum Error {
     /// modify would then wait for itself; the engine refuses rather than
     /// deadlock.
     Reentrant,
+    /// A watch's fd was closed while the watch was still registered. From
+    /// [`Engine::deregister`](crate::Engine::deregister): the registration
+    /// has ended all the same, but its kernel entry could not be removed
+    /// (it went with the file, or belongs to a newer watch of the same fd
+    /// number and was left alone, or another descriptor of the file keeps
+    /// it). The fd is the watch's.
+    ClosedWhileRegistered(RawFd),
     /// The callback of `token` panicked. The registration has been ended
     /// (for an fd watch: deregistered, its hook told; a timer had fired
     /// already), its slot torn down; the engine is otherwise unaffected.
@@ -101,6 +108,10 @@ impl fmt::Display for Error {
             Error::Reentrant => {
                 f.write_str("a hook called back into the engine for the registration it serves")
             }
+            Error::ClosedWhileRegistered(fd) => write!(
+                f,
+                "fd {fd} was closed while still registered: its kernel entry could not be removed"
+            ),
             Error::CallbackPanicked(p) => {
                 write!(f, "the callback of {} panicked: {}", p.token, p.message)
             }
@@ -126,7 +137,7 @@ impl From<io::Error> for Error {
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match &e {
-            Error::BadFd(_) => io::ErrorKind::InvalidInput,
+            Error::BadFd(_) | Error::ClosedWhileRegistered(_) => io::ErrorKind::InvalidInput,
             Error::Gone => io::ErrorKind::NotFound,
             Error::Full { .. } => io::ErrorKind::OutOfMemory,
             Error::Backend(inner) => inner.kind(),

@@ -49,12 +49,9 @@ impl Interest {
     /// reported (poll(2) always reports those).
     pub const NONE: Interest = Interest(0);
     /// Edge-triggered: the callback runs when the condition *becomes* true,
-    /// not again while it holds (multishot poll on io_uring, `EPOLLET` on
-    /// epoll). Only the built-in loops offer it; level-triggered is the
-    /// default and the libxl contract. As with any edge-triggered API, an
-    /// extra event can happen: when the kernel ends a multishot poll (an
-    /// overflowing completion queue does) the engine re-arms it, and a
-    /// re-armed poll on an fd that is still ready reports it again.
+    /// not again while it holds (`EPOLLET` in the loop's epoll set, on both
+    /// built-in loops). Only the built-in loops offer it; level-triggered is
+    /// the default and the libxl contract.
     pub const EDGE: Interest = Interest(EDGE_BIT);
 
     /// An interest from a poll(2) `events` mask; bits that poll(2) does
@@ -266,7 +263,7 @@ impl<'a> FdEvent<'a> {
     /// goes on to its end, after which the callback is dropped. Returns
     /// `false` if the watch had already ended.
     pub fn deregister(&self) -> bool {
-        self.engine.inner().deregister(self.token)
+        ended(self.engine.inner().deregister(self.token))
     }
     /// Changes this watch's interest (see [`FdWatch::modify`]).
     pub fn modify(&self, interest: Interest) -> Result<()> {
@@ -330,15 +327,21 @@ impl FdWatch {
     /// Returns `true` if this call ended the watch, `false` if it had ended
     /// already. Dropping the handle does the same.
     pub fn deregister(self) -> bool {
-        self.inner.deregister(self.token)
+        ended(self.inner.deregister(self.token))
         // Drop then finds the generation gone: one load, no second effect.
     }
 }
 
 impl Drop for FdWatch {
     fn drop(&mut self) {
-        self.inner.deregister(self.token);
+        let _ = self.inner.deregister(self.token);
     }
+}
+
+/// Whether a deregistration ended the registration (an fd closed while
+/// registered was ended all the same; `Engine::deregister` says so).
+pub(crate) fn ended(r: Result<bool>) -> bool {
+    r.unwrap_or(true)
 }
 
 impl fmt::Debug for FdWatch {

@@ -24,7 +24,8 @@
 //! over for the application: the engine never calls `timeout_deregister`
 //! for it, and drops the application's value itself.
 
-use crate::backend::{Backend, BackendKind};
+use crate::backend::{Backend, BackendKind, Removal};
+use crate::error::Result;
 use crate::fd::Interest;
 use crate::slot::BackendReg;
 use crate::token::Token;
@@ -101,7 +102,7 @@ impl<H: OsEventHooks> Backend for HooksBackend<H> {
         BackendKind::Hooks
     }
 
-    fn fd_register(&self, fd: RawFd, interest: Interest, token: Token) -> io::Result<BackendReg> {
+    fn fd_register(&self, fd: RawFd, interest: Interest, token: Token) -> Result<BackendReg> {
         let reg = in_hook(|| self.0.fd_register(fd, interest, token))?;
         Ok(Box::new(reg))
     }
@@ -112,12 +113,12 @@ impl<H: OsEventHooks> Backend for HooksBackend<H> {
         _: Token,
         reg: &mut BackendReg,
         interest: Interest,
-    ) -> io::Result<()> {
+    ) -> Result<()> {
         let reg = reg.downcast_mut::<H::FdReg>().ok_or_else(lost_value)?;
-        in_hook(|| self.0.fd_modify(fd, reg, interest))
+        Ok(in_hook(|| self.0.fd_modify(fd, reg, interest))?)
     }
 
-    fn fd_deregister(&self, fd: RawFd, _: Token, reg: BackendReg) {
+    fn fd_deregister(&self, fd: RawFd, _: Token, reg: BackendReg) -> Removal {
         // The value was boxed by `fd_register` above; a failed downcast is
         // impossible and would only mean there is nothing to tell.
         if let Ok(reg) = reg.downcast::<H::FdReg>() {
@@ -127,16 +128,18 @@ impl<H: OsEventHooks> Backend for HooksBackend<H> {
                 Ok(())
             });
         }
+        // The application's loop owns whatever it keeps for the fd.
+        Removal::Done
     }
 
-    fn timeout_register(&self, deadline: Instant, token: Token) -> io::Result<BackendReg> {
+    fn timeout_register(&self, deadline: Instant, token: Token) -> Result<BackendReg> {
         let reg = in_hook(|| self.0.timeout_register(deadline, token))?;
         Ok(Box::new(reg))
     }
 
-    fn timeout_modify(&self, _: Token, reg: &mut BackendReg, deadline: Instant) -> io::Result<()> {
+    fn timeout_modify(&self, _: Token, reg: &mut BackendReg, deadline: Instant) -> Result<()> {
         let reg = reg.downcast_mut::<H::TimeoutReg>().ok_or_else(lost_value)?;
-        in_hook(|| self.0.timeout_modify(reg, deadline))
+        Ok(in_hook(|| self.0.timeout_modify(reg, deadline))?)
     }
 
     fn timeout_deregister(&self, _: Token, reg: BackendReg) {

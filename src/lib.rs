@@ -121,23 +121,44 @@
 //!
 //! ## Deregistration
 //!
-//! After [`FdWatch::deregister`] or [`Timer::cancel`] returns (or the
-//! handle is dropped), the callback will not start again. Called from
-//! outside any evnexus callback, it also waits until a run in progress on
-//! another thread has returned, and the callback has been dropped.
+//! What is finished when [`FdWatch::deregister`], [`Timer::cancel`] or
+//! [`Engine::deregister`] returns (or a handle has been dropped):
 //!
-//! Called from *inside* a callback (or a hook), it does not wait: the rule
-//! is that **a thread that is running a callback never waits for another
-//! callback**. That makes deregistering your own watch from its callback
-//! safe, and it makes two callbacks on two threads that deregister each
-//! other safe: neither waits, so neither can deadlock. The run in progress
-//! finishes on its own thread, which then drops the callback.
+//! - **Always:** the registration has ended. Its callback will not start
+//!   again; every report of its token from now on is stale; a modify from
+//!   now on returns [`Error::Gone`].
+//! - **From outside any evnexus callback or hook,** also: a run of the
+//!   callback in progress on another thread has returned, the backend has
+//!   been told (the hook called, the kernel's epoll entry removed), and
+//!   the callback (with everything it captured) has been dropped.
+//! - **From inside a callback or hook,** it does not wait: the rule is that
+//!   **a thread that is running a callback never waits for another
+//!   callback**. That makes deregistering your own watch from its callback
+//!   safe, and it makes two callbacks on two threads that deregister each
+//!   other safe: neither waits, so neither can deadlock. The run in
+//!   progress finishes on its own thread, which then drops the callback.
+//!   The backend is told at once, unless another thread is modifying the
+//!   registration at that moment: that thread tells it when its own
+//!   backend call returns, and its modify returns [`Error::Gone`]. Either
+//!   way, a late removal never touches a newer registration: on the
+//!   built-in loops every kernel change is made by the registration that
+//!   owns the fd number's entry.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// Marks a pause point of a control path (see `testing`); nothing at all
+/// without the `testing` feature.
+macro_rules! pause_point {
+    ($point:ident) => {
+        #[cfg(feature = "testing")]
+        $crate::testing::pause($crate::testing::PausePoint::$point);
+    };
+}
+
 mod arena;
 mod backend;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod bench_api;
 mod child;
@@ -145,9 +166,13 @@ mod engine;
 mod error;
 mod fd;
 mod hooks;
+mod nest;
 mod slot;
 mod stats;
 mod sync;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 mod timer;
 mod token;
 

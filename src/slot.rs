@@ -75,6 +75,37 @@
 //! | 5 no start after deregister; waits for a running callback | `tests/races.rs`: `deregister_from_other_thread_waits_for_running_callback`, `cancel_vs_fire_has_exactly_one_outcome`, `callbacks_that_deregister_each_other_do_not_deadlock` |
 //! | 6 no lock on an event path; callbacks may re-enter | `tests/behaviour.rs`: `callback_registers_and_deregisters_other_watches`, `timer_callback_rearms_a_new_timer_from_inside`; `tests/races.rs`: `deregister_from_inside_own_callback` |
 //! | 7 fd check optional, generation check not | `tests/stale.rs`: `occurred_with_wrong_fd_is_stale`, `recheck_suppresses_condition_that_no_longer_holds` |
+//! | 8 nothing registered is lost, from any thread | `tests/reliability.rs`: `timers_registered_and_reset_by_a_preempted_low_priority_thread_all_fire`, `timer_registered_while_its_registrant_holds_ctrl_fires`, `timer_reset_while_the_resetter_holds_ctrl_fires_at_the_new_deadline`, `wake_that_lands_while_a_batch_is_dispatched_is_not_swallowed`; `tests/loom_loop.rs` |
+//! | 9 a kernel entry belongs to one registration | `tests/reliability.rs`: `deregistering_a_watch_whose_fd_number_was_reused_leaves_the_newer_watch_alone`, `slow_modify_racing_a_self_deregistering_callback_never_touches_a_newer_watch`, `orphaned_entry_kept_by_a_dup_is_removed_and_the_loop_sleeps_again`; `tests/loom_loop.rs` |
+//!
+//! # Which model checks which transition
+//!
+//! loom explores every interleaving (up to 3 preemptions) of the real code;
+//! `tests/loom.rs` drives the slot through the public API on hooks,
+//! `tests/loom_loop.rs` through the real epoll loop turned without blocking.
+//!
+//! | transition | raced against | loom model |
+//! |---|---|---|
+//! | `begin_fd` (CAS to `BUSY`, or `RERUN`) | `begin_fd` on another thread | `loom.rs`: `occurred_vs_occurred_runs_twice_never_concurrently` |
+//! | `begin_fd` / `finish` | `kill` (deregister) | `loom.rs`: `occurred_vs_occurred_vs_deregister` |
+//! | `begin_timer` | `kill` (cancel); `begin_timer` | `loom.rs`: `timer_fire_vs_cancel_has_exactly_one_outcome`, `timer_fire_vs_fire_runs_once` |
+//! | `release` and `publish` of the next generation | a late report | `loom.rs`: `register_vs_reuse_never_misdelivers_old_token` |
+//! | `publish` .. `end_ctrl` of a timer, then the hand-over to the loop | `begin_timer_if_due` | `loom_loop.rs`: `timer_registered_from_another_thread_vs_loop_turn_fires` |
+//! | `lock_ctrl` .. `end_ctrl` of a timer reset | `begin_timer_if_due` | `loom_loop.rs`: `timer_reset_from_another_thread_vs_loop_turn_fires` |
+//! | `lock_ctrl` .. `end_ctrl` of an fd modify | `begin_fd` / `finish` | `loom_loop.rs`: `fd_modify_vs_dispatch_lands_once_and_never_overlaps` |
+//! | `kill` without `CTRL` (a modify holds it), `end_ctrl` disposing | a dispatch that deregisters itself | `loom_loop.rs`: `modify_vs_self_deregistering_callback_removes_once_and_the_loser_says_so` |
+//! | the backend's removal under the fd number's claim | a new registration of the reused number | `loom_loop.rs`: `deregister_of_a_closed_fd_vs_register_of_its_reused_number_keeps_the_new_entry` |
+//! | the wake-up drain | a `wake()` during the batch | `loom_loop.rs`: `wake_during_a_batch_is_seen_or_still_pending` |
+//!
+//! Covered only by real-thread stress tests (`tests/stress.rs`,
+//! `tests/races.rs`, `tests/reliability.rs`): `gone_or_mark_waiter` and the
+//! waiter's sleep (loom would need the condvar wake-up of a deregistration
+//! that waits for a running callback on a third thread); retirement at
+//! [`Generation::MAX`] under concurrency; `lock_ctrl` spinning on another
+//! modify's `CTRL` (a spin, which loom's bounded scheduler cannot model:
+//! see `sync::ClaimFlag`); the io_uring waiter (its ring cannot be shared
+//! with loom's scheduler; it runs the same `Builtin` code as the epoll
+//! waiter, which the models cover).
 
 use crate::fd::FdEvent;
 use crate::sync::{AtomicU64, Ordering, UnsafeCell};
@@ -493,9 +524,12 @@ impl Slot {
                 return Due::Stale(StaleReason::WrongKind);
             }
             if s.ctrl() || s.is_busy() {
-                // A modify (or another loop's claim) is under way; whoever
-                // holds it tells the backend when done, and the loop looks
-                // again then.
+                // A registration or modify is under way (or, with two
+                // poll-loop threads, the other's due check). Passing the
+                // timer over is safe: whoever holds CTRL hands it to the
+                // backend again, with its deadline then, after letting go
+                // (`Backend::timer_armed`); a poll loop rescans every timer
+                // on its next `beforepoll`.
                 return Due::NotYet;
             }
             match self.cas(s, s.with(State::BUSY)) {

@@ -18,6 +18,7 @@ struct Stripe {
     panicked: Counter,
     registered: Counter,
     deregistered: Counter,
+    closed_while_registered: Counter,
 }
 
 pub(crate) struct StatCounters {
@@ -67,6 +68,9 @@ impl StatCounters {
     pub(crate) fn deregistered(&self) {
         self.bump(|s| &s.deregistered);
     }
+    pub(crate) fn closed_while_registered(&self) {
+        self.bump(|s| &s.closed_while_registered);
+    }
     pub(crate) fn retired(&self) {
         self.retired.add(1);
     }
@@ -84,6 +88,7 @@ impl StatCounters {
             s.panicked += st.panicked.get();
             s.registered += st.registered.get();
             s.deregistered += st.deregistered.get();
+            s.closed_while_registered += st.closed_while_registered.get();
         }
         s.retired_slots = self.retired.get();
         s
@@ -117,11 +122,27 @@ pub struct Stats {
     /// Slots retired at the maximum generation.
     pub retired_slots: u64,
     /// io_uring loop: times the submission queue was full and was
-    /// submitted to make room (nothing is dropped).
+    /// submitted to make room (nothing is dropped). The ring carries one
+    /// wait operation (and its cancel), so this stays 0 unless the kernel
+    /// misbehaves.
     pub ring_sq_full: u64,
     /// io_uring loop: times the completion queue overflowed into the
-    /// kernel's backlog and was drained from there (nothing is lost).
+    /// kernel's backlog and was drained from there (nothing is lost); 0 in
+    /// practice, as above.
     pub ring_cq_overflow: u64,
+    /// Deregistrations that found the watch's fd closed while it was still
+    /// registered (the kernel entry could not be removed; see
+    /// [`Error::ClosedWhileRegistered`](crate::Error::ClosedWhileRegistered)).
+    pub closed_while_registered: u64,
+    /// Built-in loops: kernel entries that outlived their watch (fd closed
+    /// while registered, file kept open by a duplicate) that the loop found
+    /// reporting and removed.
+    pub orphans_removed: u64,
+    /// Built-in loops: such entries found that could not be removed (the
+    /// file is kept open only by another process, or `/proc` or `unshare`
+    /// is unavailable); the loop keeps waking for them until the last copy
+    /// of the file is closed.
+    pub orphans_left: u64,
 }
 
 /// Rejected events by reason; see [`StaleReason`].

@@ -24,6 +24,31 @@ mod imp {
         pub(crate) static HOOK_DEPTH: Cell<u32> = Cell::new(0);
     }
 
+    /// A small number distinct per model thread. loom runs its threads as
+    /// coroutines on one OS thread, so a `std` thread-local would be shared
+    /// by all of them.
+    pub(crate) fn thread_ordinal() -> usize {
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        loom::thread_local! {
+            static ORDINAL: Cell<usize> = Cell::new(usize::MAX);
+        }
+        ORDINAL.with(|o| {
+            if o.get() == usize::MAX {
+                // Relaxed: only distinctness of the values matters.
+                o.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            }
+            o.get()
+        })
+    }
+
+    /// Under loom every thread counts in the shared, atomic stripe (the
+    /// per-thread claim is a `std` thread-local, shared by loom's threads).
+    #[inline]
+    pub(crate) fn owned_stripe() -> Option<usize> {
+        None
+    }
+
     /// Backs off inside a spin loop. Under loom a spin must yield, or the
     /// model checker would explore the spinning thread forever.
     pub(crate) fn spin_wait(_round: u32) {
@@ -44,18 +69,53 @@ mod imp {
         }
     }
 
-    /// The free list under loom: a mutex-guarded deque, because loom cannot
-    /// see the happens-before edges inside crossbeam's lock-free queue and
-    /// would report false races on slot cells handed from one owner to the
-    /// next through it.
-    #[derive(Debug, Default)]
-    pub(crate) struct FreeList(Mutex<std::collections::VecDeque<u32>>);
+    /// A claim flag under loom: a blocking flag. A spin lock (even one that
+    /// yields) makes loom's bounded scheduler spin forever once it has used
+    /// up its preemptions with the holder preempted.
+    #[derive(Debug)]
+    pub(crate) struct ClaimFlag {
+        held: Mutex<bool>,
+        released: Condvar,
+    }
 
-    impl FreeList {
-        pub(crate) fn push(&self, index: u32) {
-            self.0.lock().unwrap().push_back(index);
+    impl ClaimFlag {
+        pub(crate) fn new() -> Self {
+            Self {
+                held: Mutex::new(false),
+                released: Condvar::new(),
+            }
         }
-        pub(crate) fn pop(&self) -> Option<u32> {
+        pub(crate) fn acquire(&self) {
+            let mut held = self.held.lock().unwrap();
+            while *held {
+                held = self.released.wait(held).unwrap();
+            }
+            *held = true;
+        }
+        pub(crate) fn release(&self) {
+            *self.held.lock().unwrap() = false;
+            self.released.notify_one();
+        }
+    }
+
+    /// A lock-free queue under loom: a mutex-guarded deque, because loom
+    /// cannot see the happens-before edges inside crossbeam's lock-free
+    /// queue and would report false races on slot cells handed from one
+    /// owner to the next through it.
+    #[derive(Debug)]
+    pub(crate) struct Queue<T>(Mutex<std::collections::VecDeque<T>>);
+
+    impl<T> Default for Queue<T> {
+        fn default() -> Self {
+            Self(Mutex::new(std::collections::VecDeque::new()))
+        }
+    }
+
+    impl<T> Queue<T> {
+        pub(crate) fn push(&self, value: T) {
+            self.0.lock().unwrap().push_back(value);
+        }
+        pub(crate) fn pop(&self) -> Option<T> {
             self.0.lock().unwrap().pop_front()
         }
     }
@@ -72,6 +132,74 @@ mod imp {
         pub(crate) static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
         /// How many application hooks the thread is running.
         pub(crate) static HOOK_DEPTH: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// A small number distinct per thread (0 for the first thread that
+    /// asks, 1 for the next, ...), for telling the loop's driver apart.
+    pub(crate) fn thread_ordinal() -> usize {
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        std::thread_local! {
+            static ORDINAL: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        ORDINAL.with(|o| {
+            if o.get() == usize::MAX {
+                // Relaxed: only distinctness of the values matters.
+                o.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            }
+            o.get()
+        })
+    }
+
+    /// The statistics stripe the calling thread owns, if it could claim one:
+    /// the first 64 threads alive at once each own one (in every engine) and
+    /// count with plain stores; further threads share an atomic stripe. The
+    /// claim is released when the thread exits.
+    #[inline]
+    pub(crate) fn owned_stripe() -> Option<usize> {
+        use super::Ordering;
+        use std::sync::atomic::AtomicU64;
+        static CLAIMED: AtomicU64 = AtomicU64::new(0);
+
+        struct Claim(Option<usize>);
+
+        impl Claim {
+            fn new() -> Claim {
+                // Acquire: pairs with the Release in `drop`, so the new owner
+                // sees the old owner's counts.
+                let mut bits = CLAIMED.load(Ordering::Acquire);
+                loop {
+                    if bits == u64::MAX {
+                        return Claim(None);
+                    }
+                    let i = (!bits).trailing_zeros() as usize;
+                    match CLAIMED.compare_exchange_weak(
+                        bits,
+                        bits | 1 << i,
+                        Ordering::Acquire,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return Claim(Some(i)),
+                        Err(actual) => bits = actual,
+                    }
+                }
+            }
+        }
+
+        impl Drop for Claim {
+            fn drop(&mut self) {
+                if let Some(i) = self.0 {
+                    // Release: see `new`.
+                    CLAIMED.fetch_and(!(1 << i), Ordering::Release);
+                }
+            }
+        }
+
+        std::thread_local! {
+            static CLAIM: Claim = Claim::new();
+        }
+        // During thread teardown the claim may be gone: share then.
+        CLAIM.try_with(|c| c.0).ok().flatten()
     }
 
     /// Backs off inside a spin loop: a few rounds of `spin_loop` hints, then
@@ -103,26 +231,59 @@ mod imp {
         }
     }
 
-    /// Free slot indices: crossbeam's unbounded lock-free MPMC queue. FIFO
-    /// on purpose: a freed slot goes to the back, so reuse is spread over
-    /// all free slots and each slot's generation advances as slowly as the
-    /// churn allows.
-    #[derive(Debug, Default)]
-    pub(crate) struct FreeList(crossbeam_queue::SegQueue<u32>);
+    /// A flag one thread at a time may hold, for at most one system call:
+    /// taken with a swap, waited for by spinning with back-off.
+    #[derive(Debug)]
+    pub(crate) struct ClaimFlag(AtomicBool);
 
-    impl FreeList {
+    impl ClaimFlag {
+        pub(crate) const fn new() -> Self {
+            Self(AtomicBool::new(false))
+        }
+        pub(crate) fn acquire(&self) {
+            let mut round = 0;
+            // Acquire: pairs with the Release in `release`, so the holder
+            // sees what the previous holder did under the flag.
+            while self.0.swap(true, super::Ordering::Acquire) {
+                spin_wait(round);
+                round += 1;
+            }
+        }
+        pub(crate) fn release(&self) {
+            // Release: see `acquire`.
+            self.0.store(false, super::Ordering::Release);
+        }
+    }
+
+    /// A lock-free unbounded MPMC FIFO: crossbeam's `SegQueue`. It holds
+    /// the arena's free slot indices (FIFO on purpose: a freed slot goes to
+    /// the back, so reuse is spread over all free slots and each slot's
+    /// generation advances as slowly as the churn allows) and a built-in
+    /// loop's commands from other threads.
+    #[derive(Debug)]
+    pub(crate) struct Queue<T>(crossbeam_queue::SegQueue<T>);
+
+    impl<T> Default for Queue<T> {
+        fn default() -> Self {
+            Self(crossbeam_queue::SegQueue::new())
+        }
+    }
+
+    impl<T> Queue<T> {
         #[inline]
-        pub(crate) fn push(&self, index: u32) {
-            self.0.push(index);
+        pub(crate) fn push(&self, value: T) {
+            self.0.push(value);
         }
         #[inline]
-        pub(crate) fn pop(&self) -> Option<u32> {
+        pub(crate) fn pop(&self) -> Option<T> {
             self.0.pop()
         }
     }
 }
 
 pub(crate) use imp::*;
+/// The arena's free slot indices.
+pub(crate) type FreeList = Queue<u32>;
 pub(crate) use std::sync::atomic::Ordering;
 /// A plain `std` `Arc`, under loom too, for what no protocol shares (a
 /// waker's handle on the wake-up eventfd).
@@ -163,25 +324,6 @@ impl Counter {
     }
 }
 
-/// A small number distinct per thread (0 for the first thread that asks, 1
-/// for the next, ...), for spreading counters over stripes. Plain `std`
-/// under loom too, like [`Counter`].
-pub(crate) fn thread_ordinal() -> usize {
-    use std::cell::Cell;
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    std::thread_local! {
-        static ORDINAL: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    ORDINAL.with(|o| {
-        if o.get() == usize::MAX {
-            // Relaxed: only distinctness of the values matters.
-            o.set(NEXT.fetch_add(1, Ordering::Relaxed));
-        }
-        o.get()
-    })
-}
-
 /// A number never handed out twice in this process (1, 2, ...), naming an
 /// engine. Plain `std` under loom too, like [`Counter`].
 pub(crate) fn next_engine_id() -> u64 {
@@ -193,54 +335,3 @@ pub(crate) fn next_engine_id() -> u64 {
 
 /// Statistics stripes that threads can own exclusively.
 pub(crate) const OWNED_STRIPES: usize = 64;
-
-/// The statistics stripe the calling thread owns, if it could claim one:
-/// the first 64 threads alive at once each own one (in every engine) and
-/// count with plain stores; further threads share an atomic stripe. The
-/// claim is released when the thread exits. Plain `std` under loom too,
-/// like [`Counter`].
-#[inline]
-pub(crate) fn owned_stripe() -> Option<usize> {
-    use std::sync::atomic::AtomicU64;
-    static CLAIMED: AtomicU64 = AtomicU64::new(0);
-
-    struct Claim(Option<usize>);
-
-    impl Claim {
-        fn new() -> Claim {
-            // Acquire: pairs with the Release in `drop`, so the new owner
-            // sees the old owner's counts.
-            let mut bits = CLAIMED.load(Ordering::Acquire);
-            loop {
-                if bits == u64::MAX {
-                    return Claim(None);
-                }
-                let i = (!bits).trailing_zeros() as usize;
-                match CLAIMED.compare_exchange_weak(
-                    bits,
-                    bits | 1 << i,
-                    Ordering::Acquire,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => return Claim(Some(i)),
-                    Err(actual) => bits = actual,
-                }
-            }
-        }
-    }
-
-    impl Drop for Claim {
-        fn drop(&mut self) {
-            if let Some(i) = self.0 {
-                // Release: see `new`.
-                CLAIMED.fetch_and(!(1 << i), Ordering::Release);
-            }
-        }
-    }
-
-    std::thread_local! {
-        static CLAIM: Claim = Claim::new();
-    }
-    // During thread teardown the claim may be gone: share then.
-    CLAIM.try_with(|c| c.0).ok().flatten()
-}

@@ -13,19 +13,38 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 /// Converts between `Instant`s and the nanosecond offsets kept in slots.
+///
+/// Every `Instant` and every `Duration` is accepted: an instant before the
+/// engine's base is offset 0 (already due), and one more than `u64::MAX`
+/// nanoseconds (about 584 years) after it is [`Clock::NEVER`], a deadline
+/// that never comes. Nothing here can overflow or panic.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock {
     base: Instant,
+    /// The instant of offset [`Clock::NEVER`], or the latest instant this
+    /// platform can represent before it.
+    never: Instant,
 }
 
 impl Clock {
+    /// The offset of a deadline that never comes.
+    pub(crate) const NEVER: u64 = u64::MAX;
+
     pub(crate) fn new() -> Clock {
-        Clock {
-            base: Instant::now(),
-        }
+        let base = Instant::now();
+        // `base + u64::MAX ns` fits every 64-bit `Instant` (Linux keeps
+        // seconds in an i64); halve the span if some platform disagrees.
+        let mut span = Duration::from_nanos(Self::NEVER);
+        let never = loop {
+            match base.checked_add(span) {
+                Some(t) => break t,
+                None => span /= 2,
+            }
+        };
+        Clock { base, never }
     }
     /// Offset of `at`; instants before the base clamp to 0 (already due),
-    /// instants more than 584 years ahead clamp to the far future.
+    /// instants more than 584 years ahead clamp to [`Clock::NEVER`].
     #[inline]
     pub(crate) fn offset(&self, at: Instant) -> u64 {
         let d = at.saturating_duration_since(self.base);
@@ -39,8 +58,19 @@ impl Clock {
     pub(crate) fn now(&self) -> u64 {
         self.offset(Instant::now())
     }
+    /// The instant of an offset (the latest representable one for
+    /// [`Clock::NEVER`]).
     pub(crate) fn instant(&self, offset: u64) -> Instant {
-        self.base + Duration::from_nanos(offset)
+        self.base
+            .checked_add(Duration::from_nanos(offset))
+            .map_or(self.never, |t| t.min(self.never))
+    }
+    /// The deadline `delay` from now, saturating at the instant of
+    /// [`Clock::NEVER`] (so `Duration::MAX` means "never").
+    pub(crate) fn after(&self, delay: Duration) -> Instant {
+        Instant::now()
+            .checked_add(delay)
+            .map_or(self.never, |t| t.min(self.never))
     }
 }
 
@@ -104,15 +134,23 @@ impl Timer {
         self.token
     }
 
-    /// Moves the deadline. Errors with [`Error::Gone`](crate::Error::Gone)
-    /// once the timer has fired or been cancelled.
+    /// Moves the deadline. Any `Instant` is accepted: one in the past makes
+    /// the timer due at once; one more than 584 years after the engine was
+    /// built means "never" (the timer stays pending until cancelled).
+    ///
+    /// Errors with [`Error::Gone`](crate::Error::Gone) once the timer has
+    /// fired or been cancelled, including when it fires or is cancelled on
+    /// another thread while this call is under way (the new deadline then
+    /// did not take effect), and with the hook's error on an application
+    /// loop that refuses the change (the old deadline stands).
     pub fn reset_at(&self, deadline: Instant) -> Result<()> {
         self.inner.modify_timer(self.token, deadline)
     }
 
-    /// Moves the deadline to `delay` from now.
+    /// Moves the deadline to `delay` from now. Any `Duration` is accepted;
+    /// a delay beyond 584 years (`Duration::MAX` included) means "never".
     pub fn reset_after(&self, delay: Duration) -> Result<()> {
-        self.reset_at(Instant::now() + delay)
+        self.reset_at(self.inner.clock.after(delay))
     }
 
     /// Whether the timer is still pending (neither fired nor cancelled).
@@ -125,14 +163,14 @@ impl Timer {
     /// (or is firing): its callback runs, or ran, exactly once; outside any
     /// evnexus callback this call then waits for that run to return.
     pub fn cancel(self) -> bool {
-        self.inner.deregister(self.token)
+        crate::fd::ended(self.inner.deregister(self.token))
         // Drop then finds the generation gone: one load, no second effect.
     }
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        self.inner.deregister(self.token);
+        let _ = self.inner.deregister(self.token);
     }
 }
 

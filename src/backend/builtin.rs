@@ -12,28 +12,45 @@
 //! `EPOLLONESHOT` with `EPOLL_CTL_MOD` 471 ns; so level-triggered watches go
 //! through the epoll set on both backends.
 //!
-//! Edge-triggered watches are `EPOLLET` in the set (epoll backend) or
-//! multishot `POLL_ADD` operations on the ring (io_uring backend).
-//! Timers live in a user-space heap ([`TimerQueue`]) that bounds each wait.
-//! Changes that only the driving thread may make (the heap, the ring's
-//! submission queue) are made directly when the change comes from that
-//! thread (a callback), and otherwise travel through a lock-free command
-//! queue and a wake-up.
+//! Every `epoll_ctl` on an fd number is made under that number's claim in
+//! the [`FdTable`], by the registration that owns the number's kernel
+//! entry: a watch whose fd was closed (and whose number was reused) never
+//! removes or changes a newer watch's entry.
+//!
+//! Edge-triggered watches are `EPOLLET` entries of the same set, on both
+//! backends (see `uring` for why not multishot polls). Timers live in a
+//! user-space heap ([`TimerQueue`]) that bounds each wait. The heap is the
+//! driving thread's alone: a timer change made on that thread (from a
+//! callback) goes straight in, one made on another thread travels through
+//! a lock-free command queue and a wake-up.
+//!
+//! # Timers and the slot's `CTRL` bit
+//!
+//! A timer reaches the heap only after the thread that registered or reset
+//! it has released the slot's `CTRL` bit ([`Backend::timer_armed`]). The
+//! loop's due check ([`Slot::begin_timer_if_due`](crate::slot::Slot)) may
+//! therefore drop a heap entry that it meets under `CTRL`: whoever holds
+//! `CTRL` hands the timer over again, with its current deadline, once it
+//! lets go. (Handing it over *before* letting go, as an earlier version
+//! did, lost timers registered or reset from other threads whenever the
+//! loop looked in between.)
 
 use crate::backend::driver::Driver;
+use crate::backend::fd_table::{FdTable, Owner};
+use crate::backend::orphan;
 use crate::backend::timers::TimerQueue;
 use crate::backend::wake::WakeFd;
-use crate::backend::{Backend, BackendKind, Tally};
-use crate::engine::Engine;
+use crate::backend::{Backend, BackendCounters, BackendKind, Removal, Tally};
+use crate::engine::{Engine, Occurred};
 use crate::error::{Error, Result, Unsupported};
 use crate::fd::Interest;
 use crate::slot::BackendReg;
-use crate::sync::{AtomicBool, AtomicU64, Counter, Ordering, StdArc};
+use crate::sync::{AtomicBool, AtomicU64, Counter, Ordering, Queue, StdArc};
 use crate::timer::Clock;
 use crate::token::Token;
-use crossbeam_queue::SegQueue;
+use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// User data the loop uses for its own operations. Tokens with generation
@@ -48,11 +65,8 @@ const _: () = assert!(CANCEL_DATA >= crate::token::MAX_SLOTS as u64);
 /// What a wait found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Event {
-    /// A watch reported readiness (poll(2) bits).
+    /// A watch in the epoll set reported readiness (poll(2) bits).
     Ready(Token, u16),
-    /// An edge-triggered ring watch ended its multishot poll: arm it again
-    /// if it is still live.
-    Rearm(Token),
     /// The wake-up eventfd fired.
     Wake,
 }
@@ -60,40 +74,43 @@ pub(crate) enum Event {
 /// How a built-in loop waits.
 pub(crate) trait Waiter: Send + 'static {
     const KIND: BackendKind;
-    /// Edge-triggered watches are `EPOLLET` entries of the epoll set; when
-    /// false, the waiter carries them (`edge_*`).
-    const EDGE_IN_EPOLL: bool;
-    /// Waits for the epoll set `epfd` (and whatever the waiter carries) for
-    /// at most `timeout` (`None`: no limit), appending what it found.
+    /// Waits for the epoll set `epfd` for at most `timeout` (`None`: no
+    /// limit), appending what it found. `Some(Duration::ZERO)` reads the
+    /// set without blocking and leaves nothing in flight (see `uring`).
     fn wait(
         &mut self,
         epfd: RawFd,
         timeout: Option<Duration>,
         out: &mut Vec<Event>,
     ) -> io::Result<()>;
-    /// Starts watching `fd` edge-triggered under `token`.
-    fn edge_add(&mut self, token: Token, fd: RawFd, interest: Interest) -> io::Result<()>;
-    /// Stops the edge-triggered watch `token`; with `readd`, watch again
-    /// (with the interest `readd` returns then) once the old watch is gone.
-    fn edge_remove(&mut self, token: Token, readd: bool) -> io::Result<()>;
     /// Counters for [`Stats`](crate::Stats): (SQ-full retries, CQ overflows).
     fn pressure(&self) -> (u64, u64) {
         (0, 0)
     }
 }
 
-enum Command {
-    Timer(Token, u64),
-    EdgeAdd(Token, RawFd, Interest),
-    EdgeRemove(Token, bool),
-}
+/// A timer handed over from another thread: (token, deadline offset).
+struct TimerCommand(Token, u64);
 
 struct LoopState<W> {
     waiter: W,
     timers: TimerQueue,
     events: Vec<Event>,
     due: Vec<Token>,
+    /// Waits made so far.
+    waits: u64,
+    /// Tokens the epoll set reported for registrations that had ended, with
+    /// the wait that reported them (see [`Builtin::watch_for_orphans`]).
+    stale: HashMap<Token, u64>,
+    /// Orphans that could not be removed: not looked for again.
+    unremovable: HashMap<Token, ()>,
 }
+
+/// Tokens reported stale by the epoll set are remembered for this many
+/// waits; a correctly removed entry is reported at most once after its
+/// removal (from a batch collected before it), so two sightings within the
+/// window mean the entry is still in the set.
+const STALE_WINDOW: u64 = 64;
 
 /// What a [`Waker`](crate::Waker) shares with the loop: the wake-up eventfd
 /// and the stop flag. Kept apart from the engine so a waker does not keep
@@ -115,45 +132,16 @@ impl Signals {
     }
 }
 
-pub(crate) struct Builtin<W: Waiter> {
+/// The descriptors every built-in loop needs: its epoll set, with the
+/// wake-up eventfd in it. Made before the io_uring (which may be refused),
+/// so that the fallback to epoll needs no descriptor more than epoll alone.
+pub(crate) struct LoopBase {
     epfd: OwnedFd,
     signals: StdArc<Signals>,
-    commands: SegQueue<Command>,
-    driver: Driver<LoopState<W>>,
-    clock: Clock,
-    /// Timer entries left stale by cancel or modify since the last compact.
-    stale_timers: AtomicU64,
-    /// The waiter's (SQ-full retries, CQ overflows), published after each
-    /// wait for `Engine::stats`.
-    sq_full: Counter,
-    cq_overflow: Counter,
 }
 
-/// Backend values: which mechanism carries an fd watch.
-struct Level;
-struct Edge;
-
-const DEFAULT_EVENTS: usize = 256;
-
-fn epoll_events(interest: Interest) -> u32 {
-    // poll(2) and epoll share their low 16 bits (POLLIN == EPOLLIN, ...).
-    let mut events = interest.as_poll_events() as u16 as u32;
-    if interest.is_edge() {
-        events |= libc::EPOLLET as u32;
-    }
-    events
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-impl<W: Waiter> Builtin<W> {
-    pub(crate) fn new(waiter: W, clock: Clock) -> io::Result<Builtin<W>> {
+impl LoopBase {
+    pub(crate) fn new() -> io::Result<LoopBase> {
         // SAFETY: epoll_create1 takes no pointers.
         let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: a fresh descriptor nothing else owns.
@@ -168,65 +156,103 @@ impl<W: Waiter> Builtin<W> {
         };
         // SAFETY: both fds are open; `ev` is a valid epoll_event.
         cvt(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, signals.wake.raw(), &mut ev) })?;
-        Ok(Builtin {
-            epfd,
-            signals,
-            commands: SegQueue::new(),
+        Ok(LoopBase { epfd, signals })
+    }
+}
+
+pub(crate) struct Builtin<W: Waiter> {
+    epfd: OwnedFd,
+    signals: StdArc<Signals>,
+    commands: Queue<TimerCommand>,
+    driver: Driver<LoopState<W>>,
+    clock: Clock,
+    fds: FdTable,
+    /// Timer entries left stale by cancel or modify since the last compact.
+    stale_timers: AtomicU64,
+    /// The waiter's (SQ-full retries, CQ overflows), published after each
+    /// wait for `Engine::stats`.
+    sq_full: Counter,
+    cq_overflow: Counter,
+    orphans_removed: Counter,
+    orphans_left: Counter,
+    /// The earliest queued deadline after the loop's last turn
+    /// ([`Clock::NEVER`]: none), for `next_timeout` while the loop runs.
+    next_deadline: AtomicU64,
+}
+
+const DEFAULT_EVENTS: usize = 256;
+
+fn epoll_events(interest: Interest) -> u32 {
+    // poll(2) and epoll share their low 16 bits (POLLIN == EPOLLIN, ...).
+    let mut events = interest.as_poll_events() as u16 as u32;
+    if interest.is_edge() {
+        events |= libc::EPOLLET as u32;
+    }
+    events
+}
+
+pub(crate) fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn fd_closed() -> Error {
+    Error::Backend(io::Error::from_raw_os_error(libc::EBADF))
+}
+
+impl<W: Waiter> Builtin<W> {
+    pub(crate) fn new(base: LoopBase, waiter: W, clock: Clock) -> Builtin<W> {
+        Builtin {
+            epfd: base.epfd,
+            signals: base.signals,
+            commands: Queue::default(),
             driver: Driver::new(LoopState {
                 waiter,
                 timers: TimerQueue::default(),
                 events: Vec::with_capacity(DEFAULT_EVENTS),
                 due: Vec::new(),
+                waits: 0,
+                stale: HashMap::new(),
+                unremovable: HashMap::new(),
             }),
             clock,
+            fds: FdTable::new(),
             stale_timers: AtomicU64::new(0),
             sq_full: Counter::default(),
             cq_overflow: Counter::default(),
-        })
+            orphans_removed: Counter::default(),
+            orphans_left: Counter::default(),
+            next_deadline: AtomicU64::new(Clock::NEVER),
+        }
     }
 
-    fn epoll_ctl(
-        &self,
-        op: libc::c_int,
-        fd: RawFd,
-        token: Token,
-        interest: Interest,
-    ) -> io::Result<()> {
+    fn publish_next(&self, deadline: u64) {
+        // Relaxed: see `next_timeout`.
+        self.next_deadline.store(deadline, Ordering::Relaxed);
+    }
+
+    fn epoll_ctl(&self, op: libc::c_int, fd: RawFd, token: Token, events: u32) -> io::Result<()> {
         let mut ev = libc::epoll_event {
-            events: epoll_events(interest),
+            events,
             u64: token.as_u64(),
         };
         // SAFETY: `ev` is a valid epoll_event; a bad fd is an error return.
         cvt(unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) }).map(drop)
     }
 
-    /// Applies `command` now if this thread drives the loop (a callback's
-    /// registration), else queues it and wakes the loop.
-    fn command(&self, command: Command) -> io::Result<()> {
-        let mut pending = Some(command);
-        let applied = self.driver.with(|st| match pending.take() {
-            Some(c) => Self::apply(st, c),
-            None => Ok(()),
-        });
-        match (applied, pending) {
-            (Some(r), _) => r,
-            (None, Some(c)) => {
-                self.commands.push(c);
-                self.signals.wake.notify();
-                Ok(())
-            }
-            (None, None) => Ok(()),
-        }
-    }
-
-    fn apply(st: &mut LoopState<W>, command: Command) -> io::Result<()> {
-        match command {
-            Command::Timer(token, deadline) => {
-                st.timers.push(deadline, token);
-                Ok(())
-            }
-            Command::EdgeAdd(token, fd, interest) => st.waiter.edge_add(token, fd, interest),
-            Command::EdgeRemove(token, readd) => st.waiter.edge_remove(token, readd),
+    /// Puts timer `token` in the heap now if this thread drives the loop (a
+    /// callback's registration), else queues it and wakes the loop.
+    fn queue_timer(&self, token: Token, deadline: u64) {
+        if self
+            .driver
+            .with(|st| st.timers.push(deadline, token))
+            .is_none()
+        {
+            self.commands.push(TimerCommand(token, deadline));
+            self.signals.wake.notify();
         }
     }
 
@@ -241,9 +267,7 @@ impl<W: Waiter> Builtin<W> {
         let waited = self
             .driver
             .with(|st| {
-                if let Err(e) = self.apply_commands(st) {
-                    tally.error(Error::Backend(e));
-                }
+                self.apply_commands(st);
                 if self.stale_timers.load(Ordering::Relaxed) as usize > st.timers.len() / 2
                     && st.timers.len() > 64
                 {
@@ -262,7 +286,8 @@ impl<W: Waiter> Builtin<W> {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                let r = st.waiter.wait(self.epfd.as_raw_fd(), wait, &mut st.events);
+                let r = self.wait(st, wait);
+                st.waits += 1;
                 let (sq_full, cq_overflow) = st.waiter.pressure();
                 self.sq_full.set(sq_full);
                 self.cq_overflow.set(cq_overflow);
@@ -270,28 +295,30 @@ impl<W: Waiter> Builtin<W> {
             })
             .expect("the driving thread can borrow its state");
         self.signals.wake.disarm();
-        if let Err(e) = waited {
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::Backend(e));
-            }
-        }
+        waited.map_err(Error::Backend)?;
         let mut events = self
             .driver
             .with(|st| std::mem::take(&mut st.events))
             .expect("the driving thread can borrow its state");
+        // The wake-up is consumed before anything of this batch runs: a
+        // `wake()` that lands after this point writes the eventfd again (so
+        // the next wait returns at once), and one that landed before it is
+        // seen by everything this batch dispatches. Draining it in batch
+        // order, after callbacks that came earlier in the batch, lost the
+        // wake-ups that landed in between.
+        if events.contains(&Event::Wake) {
+            self.signals.wake.drain();
+        }
+        let mut stale = Vec::new();
         for event in events.drain(..) {
             match event {
-                Event::Wake => self.signals.wake.drain(),
-                Event::Ready(token, revents) => tally.note(engine.dispatch_ready(token, revents)),
-                Event::Rearm(token) => {
-                    if let Some((fd, interest)) = inner.fd_watch(token) {
-                        let r = self
-                            .driver
-                            .with(|st| st.waiter.edge_add(token, fd, interest));
-                        if let Some(Err(e)) = r {
-                            tally.error(Error::Backend(e));
-                        }
+                Event::Wake => {}
+                Event::Ready(token, revents) => {
+                    let r = engine.dispatch_ready(token, revents);
+                    if matches!(r, Ok(Occurred::Stale(_))) {
+                        stale.push(token);
                     }
+                    tally.note(r);
                 }
             }
         }
@@ -299,6 +326,9 @@ impl<W: Waiter> Builtin<W> {
             .driver
             .with(|st| {
                 st.events = events; // keep the capacity
+                if !stale.is_empty() || !st.stale.is_empty() {
+                    self.watch_for_orphans(st, &stale);
+                }
                 let mut due = std::mem::take(&mut st.due);
                 let mut now = 0;
                 if st.timers.next_deadline().is_some() {
@@ -313,23 +343,73 @@ impl<W: Waiter> Builtin<W> {
                 tally.note(r);
             }
         }
-        self.driver.with(|st| st.due = due);
+        self.driver.with(|st| {
+            st.due = due;
+            self.publish_next(st.timers.next_deadline().unwrap_or(Clock::NEVER));
+        });
         tally.finish()
     }
 
-    /// Applies the queued commands; the first failure (an error of the
-    /// ring itself: a full queue is retried by the waiter) is returned
-    /// after all the others were applied.
-    fn apply_commands(&self, st: &mut LoopState<W>) -> io::Result<()> {
-        let mut first = Ok(());
-        while let Some(c) = self.commands.pop() {
-            if let Err(e) = Self::apply(st, c) {
-                if first.is_ok() {
-                    first = Err(e);
+    /// Waits at most `timeout`. A wait interrupted before it found anything
+    /// is made again with what is left of the timeout: io_uring's task work
+    /// interrupts blocking system calls of the thread that owns a ring (one
+    /// being torn down included) with EINTR, and a `run_once` must not
+    /// return early for that. (A signal that should end the wait can call
+    /// [`Waker::wake`](crate::Waker::wake), which is async-signal-safe.)
+    fn wait(&self, st: &mut LoopState<W>, timeout: Option<Duration>) -> io::Result<()> {
+        let epfd = self.epfd.as_raw_fd();
+        let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
+        let mut timeout = timeout;
+        loop {
+            match st.waiter.wait(epfd, timeout, &mut st.events) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if !st.events.is_empty() || timeout == Some(Duration::ZERO) {
+                        return Ok(());
+                    }
+                    if let Some(deadline) = deadline {
+                        timeout = Some(deadline.saturating_duration_since(Instant::now()));
+                    }
                 }
+                r => return r,
             }
         }
-        first
+    }
+
+    /// Finds kernel entries that outlived their registration and removes
+    /// them. An entry outlives its registration when the fd was closed
+    /// while registered and another descriptor (a `dup`, a child's copy)
+    /// keeps its file open: `EPOLL_CTL_DEL` then cannot reach it, and a
+    /// level-triggered one that is ready wakes the loop on every wait for a
+    /// token that is long gone. A correctly removed entry is reported at
+    /// most once after its removal, so a stale token reported in two waits
+    /// marks such an orphan; [`orphan::remove`] then takes it out of the
+    /// set if this process holds another descriptor of its file.
+    fn watch_for_orphans(&self, st: &mut LoopState<W>, stale: &[Token]) {
+        let now = st.waits;
+        st.stale.retain(|_, seen| now - *seen <= STALE_WINDOW);
+        for &token in stale {
+            match st.stale.insert(token, now) {
+                Some(seen) if seen < now && !st.unremovable.contains_key(&token) => {
+                    st.stale.remove(&token);
+                    match orphan::remove(self.epfd.as_fd(), token) {
+                        orphan::Outcome::Removed => self.orphans_removed.add(1),
+                        orphan::Outcome::Left => {
+                            self.orphans_left.add(1);
+                            st.unremovable.insert(token, ());
+                        }
+                        orphan::Outcome::NotFound => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Puts the timers handed over from other threads in the heap.
+    fn apply_commands(&self, st: &mut LoopState<W>) {
+        while let Some(TimerCommand(token, deadline)) = self.commands.pop() {
+            st.timers.push(deadline, token);
+        }
     }
 
     /// Runs the loop until [`Signals::stop`] is called.
@@ -342,11 +422,6 @@ impl<W: Waiter> Builtin<W> {
             self.run_once(engine, None)?;
         }
     }
-
-    fn timer_command(&self, token: Token, deadline: Instant) {
-        // A timer command cannot fail: it only pushes to the heap.
-        let _ = self.command(Command::Timer(token, self.clock.offset(deadline)));
-    }
 }
 
 impl<W: Waiter> Backend for Builtin<W> {
@@ -354,53 +429,64 @@ impl<W: Waiter> Backend for Builtin<W> {
         W::KIND
     }
 
-    fn fd_register(&self, fd: RawFd, interest: Interest, token: Token) -> io::Result<BackendReg> {
-        if interest.is_edge() && !W::EDGE_IN_EPOLL {
-            self.command(Command::EdgeAdd(token, fd, interest))?;
-            return Ok(Box::new(Edge));
-        }
-        self.epoll_ctl(libc::EPOLL_CTL_ADD, fd, token, interest)?;
-        Ok(Box::new(Level))
+    fn fd_register(&self, fd: RawFd, interest: Interest, token: Token) -> Result<BackendReg> {
+        let claim = self.fds.claim(fd).ok_or(Error::BadFd(fd))?;
+        let events = epoll_events(interest);
+        self.epoll_ctl(libc::EPOLL_CTL_ADD, fd, token, events)?;
+        // The add succeeded, so no live entry had this file at this number:
+        // a previous owner's fd was closed, and its entry is not ours to
+        // touch (it is gone, or held open by a duplicate of the fd).
+        claim.set(Some(Owner { token, events }));
+        // Nothing to keep: the fd table knows the entry's owner.
+        Ok(Box::new(()))
     }
 
     fn fd_modify(
         &self,
         fd: RawFd,
         token: Token,
-        reg: &mut BackendReg,
+        _: &mut BackendReg,
         interest: Interest,
-    ) -> io::Result<()> {
-        if reg.is::<Edge>() {
-            // The new interest is in the slot already; the loop reads it
-            // when it re-adds the watch.
-            return self.command(Command::EdgeRemove(token, true));
+    ) -> Result<()> {
+        let claim = self.fds.claim(fd).ok_or(Error::BadFd(fd))?;
+        if !claim.is_owner(token) {
+            // The fd was closed and its number taken by a newer watch.
+            return Err(fd_closed());
         }
-        self.epoll_ctl(libc::EPOLL_CTL_MOD, fd, token, interest)
+        let events = epoll_events(interest);
+        self.epoll_ctl(libc::EPOLL_CTL_MOD, fd, token, events)?;
+        claim.set(Some(Owner { token, events }));
+        Ok(())
     }
 
-    fn fd_deregister(&self, fd: RawFd, token: Token, reg: BackendReg) {
-        if reg.is::<Edge>() {
-            let _ = self.command(Command::EdgeRemove(token, false));
-        } else {
-            // ENOENT/EBADF: the fd was closed and epoll dropped it already.
-            let _ = self.epoll_ctl(libc::EPOLL_CTL_DEL, fd, token, Interest::NONE);
+    fn fd_deregister(&self, fd: RawFd, token: Token, _: BackendReg) -> Removal {
+        let Some(claim) = self.fds.claim(fd) else {
+            return Removal::FdClosed;
+        };
+        if !claim.is_owner(token) {
+            return Removal::FdClosed;
+        }
+        let r = self.epoll_ctl(libc::EPOLL_CTL_DEL, fd, token, 0);
+        claim.set(None);
+        match r {
+            Ok(()) => Removal::Done,
+            // EBADF: the number is closed; ENOENT: it names another file.
+            // Either way this watch's fd was closed while registered: its
+            // entry went with the file, or a duplicate of the fd keeps it
+            // (then the loop finds it as an orphan).
+            Err(_) => Removal::FdClosed,
         }
     }
 
-    fn timeout_register(&self, deadline: Instant, token: Token) -> io::Result<BackendReg> {
-        self.timer_command(token, deadline);
+    fn timeout_register(&self, _: Instant, _: Token) -> Result<BackendReg> {
+        // The loop learns of the timer from `timer_armed`, once the
+        // registrant has let go of its slot.
         Ok(Box::new(()))
     }
 
-    fn timeout_modify(
-        &self,
-        token: Token,
-        _: &mut BackendReg,
-        deadline: Instant,
-    ) -> io::Result<()> {
+    fn timeout_modify(&self, _: Token, _: &mut BackendReg, _: Instant) -> Result<()> {
         // Relaxed: see `stale_timers`.
         self.stale_timers.fetch_add(1, Ordering::Relaxed);
-        self.timer_command(token, deadline);
         Ok(())
     }
 
@@ -409,8 +495,17 @@ impl<W: Waiter> Backend for Builtin<W> {
         self.stale_timers.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn pressure(&self) -> (u64, u64) {
-        (self.sq_full.get(), self.cq_overflow.get())
+    fn timer_armed(&self, token: Token, deadline: u64) {
+        self.queue_timer(token, deadline);
+    }
+
+    fn counters(&self) -> BackendCounters {
+        BackendCounters {
+            ring_sq_full: self.sq_full.get(),
+            ring_cq_overflow: self.cq_overflow.get(),
+            orphans_removed: self.orphans_removed.get(),
+            orphans_left: self.orphans_left.get(),
+        }
     }
 
     fn as_builtin(&self) -> Option<&dyn BuiltinLoop> {
@@ -423,6 +518,11 @@ pub(crate) trait BuiltinLoop: Send + Sync {
     fn run_once(&self, engine: &Engine, timeout: Option<Duration>) -> Result<usize>;
     fn run(&self, engine: &Engine) -> Result<()>;
     fn signals(&self) -> StdArc<Signals>;
+    /// The epoll set: readable whenever a wait would return at once.
+    fn epoll_fd(&self) -> BorrowedFd<'_>;
+    /// Time until the earliest queued timer (a cancelled one may still be
+    /// queued: never later than the true answer).
+    fn next_timeout(&self) -> Option<Duration>;
 }
 
 impl<W: Waiter> BuiltinLoop for Builtin<W> {
@@ -434,5 +534,31 @@ impl<W: Waiter> BuiltinLoop for Builtin<W> {
     }
     fn signals(&self) -> StdArc<Signals> {
         StdArc::clone(&self.signals)
+    }
+    fn epoll_fd(&self) -> BorrowedFd<'_> {
+        self.signals.wake.set_nested();
+        self.epfd.as_fd()
+    }
+    fn next_timeout(&self) -> Option<Duration> {
+        self.signals.wake.set_nested();
+        let deadline = match self.driver.enter() {
+            // Nobody runs the loop (a host between two `run_once` calls):
+            // take in the timers other threads handed over, and look.
+            Some(_guard) => self
+                .driver
+                .with(|st| {
+                    self.apply_commands(st);
+                    let next = st.timers.next_deadline().unwrap_or(Clock::NEVER);
+                    self.publish_next(next);
+                    next
+                })
+                .unwrap_or(Clock::NEVER),
+            // The loop is running (on another thread, or this call comes
+            // from one of its callbacks): what its last turn left.
+            // Relaxed: a hint; the loop's own wait is what fires timers.
+            None => self.next_deadline.load(Ordering::Relaxed),
+        };
+        (deadline != Clock::NEVER)
+            .then(|| Duration::from_nanos(deadline.saturating_sub(self.clock.now())))
     }
 }

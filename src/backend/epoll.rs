@@ -4,7 +4,6 @@
 
 use crate::backend::builtin::{Event, Waiter, WAKE_DATA};
 use crate::backend::BackendKind;
-use crate::fd::Interest;
 use crate::token::Token;
 use std::io;
 use std::os::fd::RawFd;
@@ -50,7 +49,6 @@ fn timespec(d: Duration) -> libc::timespec {
 
 impl Waiter for EpollWaiter {
     const KIND: BackendKind = BackendKind::Epoll;
-    const EDGE_IN_EPOLL: bool = true;
 
     fn wait(
         &mut self,
@@ -89,7 +87,8 @@ impl Waiter for EpollWaiter {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::ENOSYS) if self.pwait2 => self.pwait2 = false,
-                Some(libc::EINTR) => return Ok(()),
+                // The loop retries with what is left of the timeout.
+                Some(libc::EINTR) => return Err(e),
                 _ => return Err(e),
             }
         };
@@ -99,15 +98,6 @@ impl Waiter for EpollWaiter {
             self.buf
                 .resize(n * 2, libc::epoll_event { events: 0, u64: 0 });
         }
-        Ok(())
-    }
-
-    fn edge_add(&mut self, _: Token, _: RawFd, _: Interest) -> io::Result<()> {
-        // EPOLLET entries live in the epoll set; `Builtin` never asks.
-        Ok(())
-    }
-
-    fn edge_remove(&mut self, _: Token, _: bool) -> io::Result<()> {
         Ok(())
     }
 }

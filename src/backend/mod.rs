@@ -11,13 +11,14 @@ use crate::error::{Error, Result};
 use crate::fd::Interest;
 use crate::slot::BackendReg;
 use crate::token::Token;
-use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
 pub(crate) mod builtin;
 pub(crate) mod driver;
 pub(crate) mod epoll;
+pub(crate) mod fd_table;
+pub(crate) mod orphan;
 pub(crate) mod poll;
 pub(crate) mod timers;
 pub(crate) mod uring;
@@ -39,12 +40,33 @@ pub enum BackendKind {
     Poll,
 }
 
+/// What became of a registration's kernel entry when it was removed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Removal {
+    /// Removed (or there was nothing of the kernel's to remove).
+    Done,
+    /// The registration's fd had been closed while it was registered: its
+    /// kernel entry was gone already, belonged to a newer registration of
+    /// the same fd number (and was left alone), or is held open by another
+    /// descriptor of the file.
+    FdClosed,
+}
+
+/// A backend's own counts, for [`Stats`](crate::Stats).
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct BackendCounters {
+    pub(crate) ring_sq_full: u64,
+    pub(crate) ring_cq_overflow: u64,
+    pub(crate) orphans_removed: u64,
+    pub(crate) orphans_left: u64,
+}
+
 /// The engine's view of a backend. Every method may be called from any
 /// thread, concurrently for different registrations, never twice at once
 /// for the same registration (the slot's `CTRL` bit sees to that).
 pub(crate) trait Backend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
-    fn fd_register(&self, fd: RawFd, interest: Interest, token: Token) -> io::Result<BackendReg>;
+    fn fd_register(&self, fd: RawFd, interest: Interest, token: Token) -> Result<BackendReg>;
     /// The slot already holds the new interest when this is called.
     fn fd_modify(
         &self,
@@ -52,17 +74,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
         token: Token,
         reg: &mut BackendReg,
         interest: Interest,
-    ) -> io::Result<()>;
-    fn fd_deregister(&self, fd: RawFd, token: Token, reg: BackendReg);
-    fn timeout_register(&self, deadline: Instant, token: Token) -> io::Result<BackendReg>;
+    ) -> Result<()>;
+    fn fd_deregister(&self, fd: RawFd, token: Token, reg: BackendReg) -> Removal;
+    fn timeout_register(&self, deadline: Instant, token: Token) -> Result<BackendReg>;
     /// The slot already holds the new deadline when this is called.
-    fn timeout_modify(
-        &self,
-        token: Token,
-        reg: &mut BackendReg,
-        deadline: Instant,
-    ) -> io::Result<()>;
+    fn timeout_modify(&self, token: Token, reg: &mut BackendReg, deadline: Instant) -> Result<()>;
     fn timeout_deregister(&self, token: Token, reg: BackendReg);
+    /// Timer `token` is live with `deadline` (an offset on the engine's
+    /// clock) and nobody holds its slot's `CTRL` bit: called after every
+    /// registration and modification of a timer, once `CTRL` is released,
+    /// so that a loop which passed the timer over while `CTRL` was held
+    /// learns of it again.
+    fn timer_armed(&self, _token: Token, _deadline: u64) {}
     /// The set of registrations changed (one was published, modified or
     /// ended) and the change is visible in its slot.
     fn changed(&self) {}
@@ -74,9 +97,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn as_builtin(&self) -> Option<&dyn builtin::BuiltinLoop> {
         None
     }
-    /// Submission-queue-full retries and completion-queue overflows so far.
-    fn pressure(&self) -> (u64, u64) {
-        (0, 0)
+    /// The backend's own counts.
+    fn counters(&self) -> BackendCounters {
+        BackendCounters::default()
     }
 }
 

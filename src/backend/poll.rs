@@ -15,7 +15,7 @@
 //! wakes and picks it up on its next `beforepoll`.
 
 use crate::backend::wake::WakeFd;
-use crate::backend::{Backend, BackendKind, Tally};
+use crate::backend::{Backend, BackendKind, Removal, Tally};
 use crate::engine::Engine;
 use crate::error::{Error, Result, Unsupported};
 use crate::fd::{param_fd, param_interest, Interest};
@@ -42,17 +42,19 @@ impl Backend for PollBackend {
         BackendKind::Poll
     }
     // The loop reads registrations straight from the arena; nothing to keep.
-    fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<BackendReg> {
+    fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> Result<BackendReg> {
         Ok(Box::new(()))
     }
-    fn fd_modify(&self, _: RawFd, _: Token, _: &mut BackendReg, _: Interest) -> io::Result<()> {
+    fn fd_modify(&self, _: RawFd, _: Token, _: &mut BackendReg, _: Interest) -> Result<()> {
         Ok(())
     }
-    fn fd_deregister(&self, _: RawFd, _: Token, _: BackendReg) {}
-    fn timeout_register(&self, _: Instant, _: Token) -> io::Result<BackendReg> {
+    fn fd_deregister(&self, _: RawFd, _: Token, _: BackendReg) -> Removal {
+        Removal::Done
+    }
+    fn timeout_register(&self, _: Instant, _: Token) -> Result<BackendReg> {
         Ok(Box::new(()))
     }
-    fn timeout_modify(&self, _: Token, _: &mut BackendReg, _: Instant) -> io::Result<()> {
+    fn timeout_modify(&self, _: Token, _: &mut BackendReg, _: Instant) -> Result<()> {
         Ok(())
     }
     fn timeout_deregister(&self, _: Token, _: BackendReg) {}
@@ -63,6 +65,15 @@ impl Backend for PollBackend {
 
     fn as_poll(&self) -> Option<&PollBackend> {
         Some(self)
+    }
+}
+
+impl PollBackend {
+    /// The wake-up eventfd: readable once registrations changed since the
+    /// application's loop last looked.
+    pub(crate) fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.wake.set_nested();
+        self.wake.borrow()
     }
 }
 
@@ -154,11 +165,11 @@ impl Engine {
     /// [`Error::Unsupported`] on an engine with hooks.
     pub fn beforepoll(&self, set: &mut PollSet) -> Result<Option<Duration>> {
         let backend = self.poll_backend()?;
+        set.owner = self.inner().id;
         if !set.armed {
             backend.wake.arm();
             set.armed = true;
         }
-        set.owner = self.inner().id;
         set.fds.clear();
         set.tokens.clear();
         set.timers.clear();
@@ -202,9 +213,8 @@ impl Engine {
         if set.owner != self.inner().id || set.engine_len == 0 {
             return Err(Error::Unsupported(Unsupported::ForeignPollSet));
         }
-        if set.armed {
+        if std::mem::take(&mut set.armed) {
             backend.wake.disarm();
-            set.armed = false;
         }
         if set.fds[0].revents != 0 {
             backend.wake.drain();

@@ -1,15 +1,40 @@
 //! [`WakeFd`]: the eventfd by which any thread wakes a loop that sleeps in
-//! `poll()`, `epoll_wait()` or `io_uring_enter()`, written at most once per
-//! sleep.
+//! `poll()`, `epoll_wait()` or `io_uring_enter()` (or in a host loop that
+//! nests the engine), written at most once until the loop drains it.
+//!
+//! Two ways in. [`WakeFd::write`] always wakes (a `Waker`, a stop).
+//! [`WakeFd::notify`] tells a loop that the registrations changed, and
+//! writes only when a loop may sleep without looking at them again: one
+//! is between [`WakeFd::arm`] and [`WakeFd::disarm`] (about to look, or
+//! waiting), or the engine is nested, so that its loop sleeps in the host
+//! between turns. A loop outside that window looks at every change when
+//! its next turn begins, and a `run_once(None)` right after a registration
+//! waits for the registration's event rather than return empty.
+//!
+//! The protocol, modelled in `tests/loom.rs`:
+//!
+//! - `write` sets `sent` and, if it was clear, writes the eventfd;
+//! - the loop, once its wait has returned with the eventfd readable, calls
+//!   `drain` *before it dispatches anything of that batch*: `drain` reads
+//!   the eventfd, then clears `sent`.
+//!
+//! A `write` that finds `sent` already set skips the system call: its
+//! wake-up is the one already pending, or the one being drained, and the
+//! loop looks at everything after the drain. That is why the drain must
+//! come before the batch's callbacks: a wake-up that a callback of the
+//! batch would have needed to see could otherwise land between that
+//! callback and a later drain and be swallowed by it.
 
 use crate::sync::{fence, AtomicBool, AtomicU32, Ordering};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 pub(crate) struct WakeFd {
     fd: OwnedFd,
     /// How many loops are between `arm` and `disarm`.
     sleeping: AtomicU32,
+    /// A host loop drives the engine: it may sleep between turns.
+    nested: AtomicBool,
     /// The eventfd has been written since the last drain.
     sent: AtomicBool,
 }
@@ -25,12 +50,9 @@ impl WakeFd {
             // SAFETY: `fd` is a fresh descriptor that nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             sleeping: AtomicU32::new(0),
+            nested: AtomicBool::new(false),
             sent: AtomicBool::new(false),
         })
-    }
-
-    pub(crate) fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
     }
 
     /// A loop is about to look at the registrations and sleep.
@@ -50,19 +72,46 @@ impl WakeFd {
         self.sleeping.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A registration changed; wake a sleeping loop so it looks again.
+    /// From now on every change wakes the loop: a host loop drives it and
+    /// sleeps between turns (set when the nesting fd or the next timeout
+    /// is asked for).
+    pub(crate) fn set_nested(&self) {
+        // SeqCst: ordered with `notify`'s fence, so a change made after the
+        // host asked for the fd is seen to need a wake-up.
+        self.nested.store(true, Ordering::SeqCst);
+    }
+
+    /// Registrations changed; wake a loop that could otherwise sleep
+    /// without looking at them again.
     pub(crate) fn notify(&self) {
         fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence above (see `arm`).
-        if self.sleeping.load(Ordering::Relaxed) > 0 {
+        // Relaxed: ordered by the fence above (see `arm`, `set_nested`).
+        if self.sleeping.load(Ordering::Relaxed) > 0 || self.nested.load(Ordering::Relaxed) {
             self.write();
         }
     }
 
-    /// Wakes a loop now or, if none sleeps, makes its next sleep return at
-    /// once.
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub(crate) fn borrow(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// Wakes the loop now or, if it is not waiting, makes its next wait
+    /// return at once.
     pub(crate) fn write(&self) {
-        // AcqRel: one writer per sleep.
+        // The fence pairs with the one in `drain`: either the loop's look
+        // after its drain sees what the waking thread did before this call
+        // (whatever ordering that thread used), or this swap sees the
+        // drain's clear and writes. (SeqCst accesses alone would not do it
+        // for a caller's relaxed or release store; loom, which models
+        // SeqCst accesses as AcqRel, found that.)
+        fence(Ordering::SeqCst);
+        // AcqRel: one writer per drain; the fences above and in `drain`
+        // carry the ordering with the loop.
         if !self.sent.swap(true, Ordering::AcqRel) {
             let one = 1u64;
             // SAFETY: writes the 8 bytes of `one`. EAGAIN (counter full)
@@ -71,14 +120,17 @@ impl WakeFd {
         }
     }
 
-    /// Consumes a wake-up.
+    /// Consumes a wake-up: called by a loop whose wait found the eventfd
+    /// readable, before it dispatches anything of that batch.
     pub(crate) fn drain(&self) {
         let mut buf = 0u64;
         // SAFETY: reads 8 bytes into `buf`, which is 8 bytes long. A failure
         // (EAGAIN: drained already) leaves nothing to do.
         unsafe { libc::read(self.raw(), (&mut buf as *mut u64).cast(), 8) };
-        // Release: orders the drain before the reset, so a writer that sees
-        // `false` writes a fresh count that no earlier drain consumed.
+        // After the read, so a write that skipped its system call (finding
+        // `sent` set) is covered by this drain's loop turn, and one that
+        // comes later writes afresh. Release, and the fence: see `write`.
         self.sent.store(false, Ordering::Release);
+        fence(Ordering::SeqCst);
     }
 }

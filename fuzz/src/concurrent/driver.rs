@@ -8,7 +8,7 @@ use super::entries::{Entry, Handle, Kind, Record};
 use super::grammar::{Delay, InterestChoice, Op, Target};
 use super::world::{in_callback, runs_here, InLoop, World};
 use crate::common::{lock, readiness_of, INJECTED};
-use evnexus::{BackendKind, Engine, Error, Interest, Occurred, Result, StaleReason, Token};
+use evnexus::{Engine, Error, Interest, Occurred, Result, StaleReason, Token};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -281,24 +281,19 @@ impl Worker<'_> {
         }
     }
 
-    /// Whether another watch in the epoll set may still have held the file
-    /// of `rec` when its registration began at `began` (then `EEXIST` is
-    /// the kernel's right answer).
+    /// Whether another watch in the epoll set (level or edge: both loops
+    /// keep every watch there) may still have held the file of `rec` when
+    /// its registration began at `began` (then `EEXIST` is the kernel's
+    /// right answer).
     fn same_file_watched(&self, rec: &Record, began: u64) -> bool {
-        let in_epoll = |edge: bool| !edge || self.engine.backend() == BackendKind::Epoll;
-        let Kind::Fd {
-            pair, file, edge, ..
-        } = rec.kind
-        else {
+        let Kind::Fd { pair, file, .. } = rec.kind else {
             return false;
         };
-        in_epoll(edge)
-            && self.world.all_records().iter().any(|o| {
-                !std::ptr::eq(&**o, rec)
-                    && matches!(o.kind, Kind::Fd { pair: p, file: f, edge: e, .. }
-                        if p == pair && f == file && in_epoll(e))
-                    && o.dropped.load(Ordering::SeqCst) > began
-            })
+        self.world.all_records().iter().any(|o| {
+            !std::ptr::eq(&**o, rec)
+                && matches!(o.kind, Kind::Fd { pair: p, file: f, .. } if p == pair && f == file)
+                && o.dropped.load(Ordering::SeqCst) > began
+        })
     }
 
     fn modify(&self, which: u8, choice: InterestChoice) {
