@@ -64,8 +64,9 @@ def t_forged(which, how):
     return tag(3, 4) + u8(which) + u8(how)
 
 
-# Action: Deregister, Modify, ReportSelf, RegisterTimer, Sleep, Drain, Panic
-N_ACTIONS = 7
+# Action: Deregister, Modify, ReportSelf, RegisterTimer, Sleep, Drain, Panic,
+# EndOther
+N_ACTIONS = 8
 
 
 def a_deregister():
@@ -96,9 +97,13 @@ def a_panic():
     return tag(6, N_ACTIONS)
 
 
+def a_end_other(which):
+    return tag(7, N_ACTIONS) + u8(which)
+
+
 # --- ops (variant order of `Op`) --------------------------------------------------
 
-N_OPS = 15
+N_OPS = 17
 
 
 def register_fd(pair, i=READABLE):
@@ -159,6 +164,14 @@ def slow_next_hook(us):
 
 def fail_next_hook():
     return tag(14, N_OPS)
+
+
+def end_by_token(which):
+    return tag(15, N_OPS) + u8(which)
+
+
+def pause_next(after, us):
+    return tag(16, N_OPS) + boolean(after) + u8(us)
 
 
 def step(thread, op):
@@ -307,6 +320,54 @@ SEEDS = {
                 step(1, report(t_timer(0))),
                 step(0, fail_next_hook()),
                 step(1, modify_fd(0, WRITABLE)),
+            ),
+        ],
+    ),
+    # A registration paused under its control bit, after its backend call,
+    # while the loop thread spins: the loop meets the timer "under control".
+    "paused_timer_registration": seed(
+        config(URING, driver=SPINNING),
+        [
+            round_(
+                step(0, pause_next(True, 250)),
+                step(0, register_timer(zero())),
+                step(1, register_timer(far())),
+                step(1, pause_next(True, 250)),
+                step(1, reset_timer(1, zero())),
+            ),
+        ],
+    ),
+    # Engine::deregister by token from outside racing a paused modify of
+    # the same watch, and two callbacks that end each other.
+    "token_end_vs_modify": seed(
+        config(EPOLL, driver=SPINNING),
+        [
+            round_(step(0, register_fd(0)), step(0, register_fd(1)), step(0, register_timer(far()))),
+            round_(
+                step(0, pause_next(False, 200)),
+                step(0, modify_fd(0, BOTH)),
+                step(1, spin(20)),
+                step(1, end_by_token(0)),
+                step(1, end_by_token(2)),
+                step(0, end_by_token(0)),
+            ),
+        ],
+    ),
+    "callbacks_end_each_other": seed(
+        config(HOOKS, workers=3),
+        [
+            round_(
+                step(0, register_fd(0)),
+                step(0, register_fd(1)),
+                step(0, register_timer(far())),
+                step(0, arm(0, [a_sleep(30), a_end_other(1), a_end_other(2)])),
+                step(0, arm(1, [a_sleep(30), a_end_other(0)])),
+            ),
+            round_(
+                step(0, report(t_fd(0))),
+                step(1, report(t_fd(1))),
+                step(2, end_by_token(0)),
+                step(2, report(t_timer(0))),
             ),
         ],
     ),

@@ -4,7 +4,7 @@
 //! its deadline when the loop fires it), records the run, then does what
 //! its registration was armed with.
 
-use super::driver::{expect_modify, interest, interest_bits, register_timer, Change};
+use super::driver::{end_other, expect_modify, interest, interest_bits, register_timer, Change};
 use super::entries::{Fire, Kind, Record, NEVER};
 use super::grammar::Action;
 use super::world::{drain_fd, in_loop, InCallback, World};
@@ -82,9 +82,7 @@ fn sleep(us: u8) {
 
 /// A deliberate panic: the registration's end began now.
 fn panic_now(cap: &Captured) -> ! {
-    cap.rec
-        .end_began
-        .fetch_min(cap.world.tick(), Ordering::SeqCst);
+    cap.rec.end_begins(cap.world.tick());
     cap.rec.panics.fetch_add(1, Ordering::SeqCst);
     std::panic::panic_any(DELIBERATE);
 }
@@ -102,10 +100,16 @@ pub(crate) fn fd_callback(cap: Captured) -> impl FnMut(&FdEvent<'_>) + Send + 's
         for action in actions {
             match action {
                 Action::Deregister => {
-                    let began = world.tick();
-                    rec.end_began.fetch_min(began, Ordering::SeqCst);
-                    if ev.deregister() {
-                        rec.end_done.fetch_min(world.tick(), Ordering::SeqCst);
+                    let me = rec.end_begins(world.tick());
+                    let ended_it = ev.deregister();
+                    let ended = world.tick();
+                    if ended_it {
+                        rec.end_done.fetch_min(ended, Ordering::SeqCst);
+                    } else {
+                        assert!(
+                            rec.other_end_began_before(Some(me), ended),
+                            "ev.deregister() of {token:#x} returned false on a live watch"
+                        );
                     }
                 }
                 Action::Modify(choice) => {
@@ -149,6 +153,7 @@ pub(crate) fn fd_callback(cap: Captured) -> impl FnMut(&FdEvent<'_>) + Send + 's
                 Action::Sleep(us) => sleep(us),
                 Action::Drain => drain_fd(fd),
                 Action::Panic => panic_now(&cap),
+                Action::EndOther(which) => end_other(world, ev.engine(), which),
             }
         }
     }
@@ -210,6 +215,7 @@ pub(crate) fn timer_callback(cap: Captured) -> impl FnOnce(&TimerEvent<'_>) + Se
                     drop(run);
                     panic_now(&cap);
                 }
+                Action::EndOther(which) => end_other(world, ev.engine(), which),
             }
         }
         drop(run);

@@ -87,7 +87,10 @@ fn nothing_lost(world: &Arc<World>, engine: &Engine) {
             Kind::Fd { edge: true, .. } => {}
         }
     }
-    let paid = |o: &Owed| o.entry.rec.runs.load(Ordering::SeqCst) > o.runs_before;
+    // Paid: it ran, or a callback of this drive ended it (by token) first.
+    let paid = |o: &Owed| {
+        o.entry.rec.runs.load(Ordering::SeqCst) > o.runs_before || o.entry.rec.is_dropped()
+    };
     let since = Instant::now();
     let mut timeout = Duration::ZERO;
     while since.elapsed() < PAY_WITHIN {

@@ -1,22 +1,22 @@
 //! The driver: each worker runs its steps on the engine and checks each
 //! result against what some linearisation allows, given what the other
-//! threads had finished (or not yet begun) when the call began and ended;
+//! threads had finished (or not yet begun) when the call began and ended
+//! (registrations, modifies, resets and ends here; reports in `reports`);
 //! the loop thread drives a built-in loop meanwhile.
 
 use super::callbacks::{fd_callback, timer_callback, Captured};
 use super::entries::{Entry, Handle, Kind, Record};
-use super::grammar::{Delay, InterestChoice, Op, Target};
-use super::world::{in_callback, runs_here, InLoop, World};
-use crate::common::{lock, readiness_of, INJECTED};
-use evnexus::{Engine, Error, Interest, Occurred, Result, StaleReason, Token};
+use super::grammar::{Delay, InterestChoice, Op};
+use super::world::{in_callback, InLoop, World};
+use crate::common::{lock, INJECTED};
+use evnexus::testing::{self, PausePoint};
+use evnexus::{Engine, Error, Interest, Result, Token};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Most actions a callback is armed with.
 const MAX_ACTIONS: usize = 4;
-/// Token layout (src/token.rs).
-const INDEX_BITS: u32 = Token::INDEX_BITS;
 
 pub(crate) fn interest(choice: InterestChoice) -> Interest {
     match choice {
@@ -136,6 +136,108 @@ pub(crate) fn expect_modify(world: &World, rec: &Record, c: Change, r: Result<()
     }
 }
 
+/// One call that ends a registration: its end stamp (see
+/// [`Record::end_begins`]), when it began and returned, and whether it was
+/// made from outside any callback.
+pub(crate) struct EndCall {
+    pub(crate) me: usize,
+    pub(crate) began: u64,
+    pub(crate) ended: u64,
+    pub(crate) outside: bool,
+}
+
+/// Checks what an end of registration `token` returned: `None` when the
+/// handle was dropped, else whether the call ended it (`deregister`,
+/// `cancel`, `ev.deregister`) or `Engine::deregister`'s result.
+pub(crate) fn expect_end(
+    world: &World,
+    rec: &Record,
+    token: u64,
+    call: EndCall,
+    r: Option<Result<bool>>,
+) {
+    if call.outside {
+        rec.outside_end.fetch_min(call.ended, Ordering::SeqCst);
+        assert!(
+            rec.is_dropped() && !rec.running.load(Ordering::SeqCst),
+            "deregister of {token:#x} returned before its callback finished and was dropped"
+        );
+        if let Some(h) = &world.hooks {
+            let st = lock(&h.0);
+            assert!(
+                !st.fd_live.contains_key(&token) && !st.timer_live.contains_key(&token),
+                "deregister of {token:#x} returned while the loop still had it"
+            );
+        }
+    }
+    let ended_it = match r {
+        None => return,
+        Some(Ok(b)) => b,
+        Some(Err(Error::ClosedWhileRegistered(fd))) => {
+            let Kind::Fd {
+                pair,
+                fd: ours,
+                file,
+                ..
+            } = rec.kind
+            else {
+                panic!("ClosedWhileRegistered({fd}) for the timer {token:#x}")
+            };
+            assert!(
+                fd == ours && world.builtin && world.pairs[pair].hold().file != file,
+                "ClosedWhileRegistered({fd}) for {token:#x} on fd {ours}, never closed"
+            );
+            true
+        }
+        Some(Err(e)) => panic!("deregister of {token:#x}: {e}"),
+    };
+    if ended_it {
+        assert!(
+            !rec.ended_before(call.began),
+            "deregister of {token:#x} returned true after it had ended"
+        );
+        if !call.outside {
+            rec.end_done.fetch_min(call.ended, Ordering::SeqCst);
+        }
+        if rec.is_timer() {
+            rec.ended_by_call.store(true, Ordering::SeqCst);
+            assert_eq!(
+                rec.runs.load(Ordering::SeqCst),
+                0,
+                "cancel of {token:#x} returned true after the timer fired"
+            );
+        }
+    } else if rec.is_timer() && !call.outside {
+        // Fired, or firing on another thread (its run may not have begun):
+        // it must be over once everything is quiet.
+        rec.gone_seen.fetch_min(call.ended, Ordering::SeqCst);
+    } else {
+        assert!(
+            rec.other_end_began_before(Some(call.me), call.ended)
+                || rec.is_timer() && rec.runs.load(Ordering::SeqCst) == 1,
+            "deregister of {token:#x} returned false on a live registration"
+        );
+    }
+}
+
+/// `Engine::deregister` of some registration's token from inside a
+/// callback (possibly its own): it does not wait.
+pub(crate) fn end_other(world: &World, engine: &Engine, which: u8) {
+    let Some(e) = world.pick(which, |_| true) else {
+        return;
+    };
+    let began = world.tick();
+    let me = e.rec.end_begins(began);
+    let r = engine.deregister(Token::from_u64(e.token));
+    let call = EndCall {
+        me,
+        began,
+        ended: world.tick(),
+        outside: false,
+    };
+    expect_end(world, &e.rec, e.token, call, Some(r));
+}
+
 /// Checks what a `run_once` returned.
 fn expect_run_once(world: &World, r: Result<usize>) {
     match r {
@@ -178,6 +280,24 @@ pub(crate) fn loop_thread(world: &World, engine: &Engine, spin: bool, stop: &Ato
     while !stop.load(Ordering::SeqCst) {
         run_once(world, engine, timeout);
     }
+}
+
+/// Makes this thread's next registration or modify stop once, `us * 8`
+/// microseconds, at a pause point (after its backend call, or before it),
+/// while it holds the registration's control bit.
+fn pause_next(after: bool, us: u8) {
+    let at = if after {
+        PausePoint::AfterBackendCall
+    } else {
+        PausePoint::BeforeBackendCall
+    };
+    let mut armed = true;
+    testing::pause_at(move |point| {
+        if armed && point == at {
+            armed = false;
+            std::thread::sleep(Duration::from_micros(us as u64 * 8));
+        }
+    });
 }
 
 /// One worker thread's view.
@@ -224,6 +344,8 @@ impl Worker<'_> {
                     h.fail_next();
                 }
             }
+            Op::EndByToken { which } => self.end_by_token(which),
+            Op::PauseNext { after, us } => pause_next(after, us),
         }
     }
 
@@ -379,214 +501,41 @@ impl Worker<'_> {
         let Some(handle) = e.handle.write().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        let rec = &e.rec;
         let began = world.tick();
-        rec.outside_began.fetch_min(began, Ordering::SeqCst);
-        let ended_it = match (handle, by_drop) {
+        let me = e.rec.end_begins(began);
+        let r = match (handle, by_drop) {
             (h, true) => {
                 drop(h);
                 None
             }
-            (Handle::Fd(w), false) => Some(w.deregister()),
-            (Handle::Timer(t), false) => Some(t.cancel()),
+            (Handle::Fd(w), false) => Some(Ok(w.deregister())),
+            (Handle::Timer(t), false) => Some(Ok(t.cancel())),
         };
-        let ended = world.tick();
-        rec.outside_end.fetch_min(ended, Ordering::SeqCst);
-        let token = e.token;
-        assert!(
-            rec.is_dropped() && !rec.running.load(Ordering::SeqCst),
-            "deregister of {token:#x} returned before its callback finished and was dropped"
-        );
-        if let Some(h) = &world.hooks {
-            let st = lock(&h.0);
-            assert!(
-                !st.fd_live.contains_key(&token) && !st.timer_live.contains_key(&token),
-                "deregister of {token:#x} returned while the loop still had it"
-            );
-        }
-        match ended_it {
-            Some(true) if e.is_timer() => {
-                rec.ended_by_call.store(true, Ordering::SeqCst);
-                assert_eq!(
-                    rec.runs.load(Ordering::SeqCst),
-                    0,
-                    "cancel of {token:#x} returned true after the timer fired"
-                );
-            }
-            Some(true) => {
-                rec.ended_by_call.store(true, Ordering::SeqCst);
-                assert!(
-                    rec.end_done.load(Ordering::SeqCst) > began,
-                    "deregister of {token:#x} returned true after it had ended"
-                );
-            }
-            Some(false) if e.is_timer() => assert_eq!(
-                rec.runs.load(Ordering::SeqCst),
-                1,
-                "cancel of {token:#x} returned false, and the timer never fired"
-            ),
-            Some(false) => assert!(
-                rec.end_began.load(Ordering::SeqCst) < ended,
-                "deregister of {token:#x} returned false on a live watch"
-            ),
-            None => {}
-        }
+        let span = EndCall {
+            me,
+            began,
+            ended: world.tick(),
+            outside: true,
+        };
+        expect_end(world, &e.rec, e.token, span, r);
     }
 
-    fn report(&self, target: Target, revents: u16) {
-        match target {
-            Target::Fd { which, right_fd } => {
-                if let Some(e) = self.world.pick(which, |e| !e.is_timer()) {
-                    self.report_fd(&e, right_fd, revents);
-                }
-            }
-            Target::Timer { which } => {
-                if let Some(e) = self.world.pick(which, |e| e.is_timer()) {
-                    self.report_timer(&e);
-                }
-            }
-            Target::WrongKind { which } => {
-                if let Some(e) = self.world.pick(which, |_| true) {
-                    self.report_wrong_kind(&e, revents);
-                }
-            }
-            Target::Forged { which, how } => self.report_forged(which, how, revents),
-        }
-    }
-
-    fn report_fd(&self, e: &Entry, right_fd: bool, revents: u16) {
+    /// `Engine::deregister` of a registration's token from outside any
+    /// callback (the handle stays in the table, and finds it ended).
+    fn end_by_token(&self, which: u8) {
         let world = self.world;
-        let Kind::Fd { fd, .. } = e.rec.kind else {
-            unreachable!()
+        let Some(e) = world.pick(which, |_| true) else {
+            return;
         };
-        let fd = if right_fd { fd } else { fd + 1 };
-        let before = runs_here();
         let began = world.tick();
-        let r = self
-            .engine
-            .occurred_fd(Token::from_u64(e.token), fd, readiness_of(revents));
-        let ended = world.tick();
-        let ran = runs_here() > before;
-        let token = e.token;
-        if e.rec.ended_before(began) {
-            assert!(
-                matches!(r, Ok(Occurred::Stale(StaleReason::Generation))),
-                "a report for {token:#x}, which had ended: {r:?}"
-            );
-        }
-        match r {
-            Ok(Occurred::Dispatched) => {
-                assert!(right_fd && ran, "Dispatched {token:#x}: {right_fd} {ran}")
-            }
-            Ok(Occurred::Deferred) => {
-                assert!(right_fd, "a report on another fd was deferred");
-                e.rec.rerun_owed.fetch_max(began, Ordering::SeqCst);
-                world.reports.deferred.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Occurred::Stale(StaleReason::FdMismatch)) if !right_fd => {
-                world.reports.stale(StaleReason::FdMismatch);
-            }
-            Ok(Occurred::Stale(StaleReason::Generation)) => {
-                assert!(
-                    e.rec.may_have_ended_by(ended),
-                    "a report for the live watch {token:#x} was stale"
-                );
-                world.reports.stale(StaleReason::Generation);
-            }
-            Err(Error::CallbackPanicked(p)) => {
-                assert!(right_fd && ran && p.token.as_u64() == token, "panic {p:?}");
-                e.rec.end_done.fetch_min(world.tick(), Ordering::SeqCst);
-            }
-            other => panic!("occurred_fd({token:#x}, right fd: {right_fd}): {other:?}"),
-        }
-    }
-
-    fn report_timer(&self, e: &Entry) {
-        let world = self.world;
-        let before = runs_here();
-        let began = world.tick();
-        let r = self.engine.occurred_timeout(Token::from_u64(e.token));
-        let ended = world.tick();
-        let ran = runs_here() > before;
-        let token = e.token;
-        if e.rec.ended_before(began) {
-            assert!(
-                matches!(r, Ok(Occurred::Stale(StaleReason::Generation))),
-                "a report for {token:#x}, which had ended: {r:?}"
-            );
-        }
-        match r {
-            Ok(Occurred::Dispatched) => assert!(ran, "Dispatched {token:#x} but nothing ran here"),
-            Ok(Occurred::Stale(StaleReason::Generation)) => {
-                e.rec.gone_seen.fetch_min(ended, Ordering::SeqCst);
-                world.reports.stale(StaleReason::Generation);
-            }
-            Err(Error::CallbackPanicked(p)) => {
-                assert!(ran && p.token.as_u64() == token, "panic {p:?}");
-            }
-            other => panic!("occurred_timeout({token:#x}): {other:?}"),
-        }
-    }
-
-    fn report_wrong_kind(&self, e: &Entry, revents: u16) {
-        let world = self.world;
-        let began = world.tick();
-        let t = Token::from_u64(e.token);
-        let r = if e.is_timer() {
-            self.engine.occurred_fd(t, 0, readiness_of(revents))
-        } else {
-            self.engine.occurred_timeout(t)
+        let me = e.rec.end_begins(began);
+        let r = self.engine.deregister(Token::from_u64(e.token));
+        let span = EndCall {
+            me,
+            began,
+            ended: world.tick(),
+            outside: true,
         };
-        let ended = world.tick();
-        let token = e.token;
-        match r {
-            Ok(Occurred::Stale(StaleReason::WrongKind)) => {
-                assert!(
-                    e.rec.outside_end.load(Ordering::SeqCst) > began,
-                    "{token:#x} as the wrong kind after its deregistration returned"
-                );
-                world.reports.stale(StaleReason::WrongKind);
-            }
-            Ok(Occurred::Stale(StaleReason::Generation)) => {
-                e.rec.gone_seen.fetch_min(ended, Ordering::SeqCst);
-                world.reports.stale(StaleReason::Generation);
-            }
-            other => panic!("{token:#x} reported as the wrong kind: {other:?}"),
-        }
-    }
-
-    /// Reports a token that no registration can hold.
-    fn report_forged(&self, which: u8, how: u8, revents: u16) {
-        let world = self.world;
-        let base = world.pick(which, |_| true).map(|e| e.token);
-        let index_of = |t: u64| t & ((1 << INDEX_BITS) - 1);
-        let (raw, expect) = match how % 3 {
-            0 => (base.map_or(0, index_of), Some(StaleReason::OutOfRange)),
-            1 => (
-                (1 << INDEX_BITS) | ((1 << INDEX_BITS) - 1),
-                Some(StaleReason::OutOfRange),
-            ),
-            // A generation no slot reaches within one input.
-            _ => match base {
-                Some(t) => (t + (1 << 50), Some(StaleReason::Generation)),
-                // No registration yet: the arena may have no page at all.
-                None => (1 << 50, None),
-            },
-        };
-        let t = Token::from_u64(raw);
-        let r = if how < 128 {
-            self.engine.occurred_fd(t, 0, readiness_of(revents))
-        } else {
-            self.engine.occurred_timeout(t)
-        };
-        match r {
-            Ok(Occurred::Stale(reason)) => {
-                if let Some(want) = expect {
-                    assert_eq!(reason, want, "forged token {raw:#x}");
-                }
-                world.reports.stale(reason);
-            }
-            other => panic!("forged token {raw:#x}: {other:?}"),
-        }
+        expect_end(world, &e.rec, e.token, span, Some(r));
     }
 }

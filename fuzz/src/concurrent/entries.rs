@@ -72,14 +72,15 @@ pub(crate) struct Record {
     pub(crate) dropped: AtomicU64,
     /// What the next run does.
     pub(crate) next: Mutex<Vec<Action>>,
-    /// The earliest moment an end from inside began (a callback's
-    /// `ev.deregister()` call, or its panic), and the earliest an end from
-    /// inside was known done (`ev.deregister()` returned `true`).
-    pub(crate) end_began: AtomicU64,
+    /// When each attempt to end the registration began (from inside a
+    /// callback or from outside, whatever it returned): the registration
+    /// may be dead from then on.
+    ends: Mutex<Vec<u64>>,
+    /// The earliest moment an end from inside a callback was known done
+    /// (it returned `true`, or the callback's panic was reported).
     pub(crate) end_done: AtomicU64,
-    /// When an end from outside (deregister, cancel, drop) began, and
-    /// when it returned.
-    pub(crate) outside_began: AtomicU64,
+    /// The earliest moment an end from outside any callback returned
+    /// (deregister, cancel, drop, `Engine::deregister`): torn down by then.
     pub(crate) outside_end: AtomicU64,
     /// `cancel()` or `deregister()` from outside returned `true`.
     pub(crate) ended_by_call: AtomicBool,
@@ -102,9 +103,8 @@ impl Record {
             panics: AtomicU64::new(0),
             dropped: AtomicU64::new(NEVER),
             next: Mutex::new(Vec::new()),
-            end_began: AtomicU64::new(NEVER),
+            ends: Mutex::new(Vec::new()),
             end_done: AtomicU64::new(NEVER),
-            outside_began: AtomicU64::new(NEVER),
             outside_end: AtomicU64::new(NEVER),
             ended_by_call: AtomicBool::new(false),
             settings: Mutex::new(Vec::new()),
@@ -165,10 +165,27 @@ impl Record {
             .collect()
     }
 
+    /// Notes an attempt to end the registration, begun at `began`; returns
+    /// its number, for [`Record::other_end_began_before`].
+    pub(crate) fn end_begins(&self, began: u64) -> usize {
+        let mut ends = lock(&self.ends);
+        ends.push(began);
+        ends.len() - 1
+    }
+
+    /// Whether an attempt to end the registration other than `me` began
+    /// before `at`.
+    pub(crate) fn other_end_began_before(&self, me: Option<usize>, at: u64) -> bool {
+        lock(&self.ends)
+            .iter()
+            .enumerate()
+            .any(|(i, &began)| Some(i) != me && began < at)
+    }
+
     /// Whether some end of the registration may have taken effect by `at`
     /// (for a timer, its fire is checked later: see `gone_seen`).
     pub(crate) fn may_have_ended_by(&self, at: u64) -> bool {
-        self.end_began.load(Ordering::SeqCst) < at || self.outside_began.load(Ordering::SeqCst) < at
+        self.other_end_began_before(None, at)
     }
 
     /// Whether the registration had certainly ended before `at`.

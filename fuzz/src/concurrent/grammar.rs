@@ -121,6 +121,19 @@ pub enum Op {
     },
     /// Hooks: the next register or modify hook fails.
     FailNextHook,
+    /// `Engine::deregister(token)` from outside any callback: no handle
+    /// needed, so it can race a modify or reset of the same registration.
+    EndByToken {
+        which: u8,
+    },
+    /// This worker's next registration or modify stops `us * 8`
+    /// microseconds at a pause point while it holds the registration's
+    /// control bit: before its backend call, or after it (the moment a
+    /// concurrent loop meets the registration "under control").
+    PauseNext {
+        after: bool,
+        us: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,4 +187,7 @@ pub enum Action {
     Drain,
     /// Panic (ends the run, and the registration).
     Panic,
+    /// `Engine::deregister` of another registration's token, from inside
+    /// this callback (it does not wait).
+    EndOther(u8),
 }

@@ -6,11 +6,13 @@
 //!
 //! An input is a configuration and a list of rounds. In each round two or
 //! three worker threads start together (a barrier) and each runs its own
-//! steps: register, modify, reset, deregister, cancel, report live, stale,
-//! wrong-kind and forged tokens, arm callbacks (to deregister or modify
-//! themselves, report themselves, register timers, sleep, drain their fd,
-//! panic), make fds readable, close an fd and put a new file at its number,
-//! drive the loop, slow or fail the next hook. On a built-in loop a loop
+//! steps: register, modify, reset, deregister, cancel (by handle, or by
+//! token with `Engine::deregister`), report live, stale, wrong-kind and
+//! forged tokens, arm callbacks (to deregister or modify themselves, end
+//! another registration by token, report themselves, register timers,
+//! sleep, drain their fd, panic), make fds readable, close an fd and put a
+//! new file at its number, drive the loop, stop at a pause point of the
+//! next control call, slow or fail the next hook. On a built-in loop a loop
 //! thread drives `run_once` meanwhile (sleeping until woken, or spinning),
 //! or the workers drive it themselves. After the round every thread has
 //! joined, and the checks run on a quiet engine.
@@ -19,9 +21,10 @@
 //! that matter are inside single calls (between one compare-and-swap of the
 //! slot protocol and the next step, between a registration publishing its
 //! slot and releasing its control bit), and a scheduler that orders whole
-//! calls cannot reach them; the library has no pause points to hand to a
-//! scheduler (the target only uses its public API). The input shapes the
-//! interleaving (who runs what, spins, sleeps inside callbacks and hooks);
+//! calls cannot reach them, and the library's pause points (its `testing`
+//! feature) mark only two places of a control path. The input shapes the
+//! interleaving (who runs what, spins, sleeps inside callbacks and hooks,
+//! a stop at a pause point while a registration holds its control bit);
 //! the threads do the rest. A finding therefore may not reproduce on every
 //! replay of its input.
 //!
@@ -43,11 +46,14 @@
 //!   returned `true`, never before its deadline when the loop fires it, and
 //!   with a deadline it could have had at that moment (no reset that had
 //!   returned before is undone).
-//! - **Ends from outside**: when `deregister`/`cancel`/drop returns, the
-//!   callback has finished and been dropped, and the application's loop no
-//!   longer has the registration; `cancel` is `true` exactly when the timer
-//!   never fires; `deregister` is `false` only when an end from inside began
-//!   first.
+//! - **Ends**: when `deregister`/`cancel`/drop/`Engine::deregister`
+//!   returns from outside any callback, the callback has finished and been
+//!   dropped, and the application's loop no longer has the registration;
+//!   from anywhere, no run starts after an end returned; `true` never for a
+//!   registration that had ended, `false` only when another end began
+//!   first (or the timer fired); a timer ended with `true` never fires;
+//!   `ClosedWhileRegistered` only for a watch whose fd number got a new
+//!   file.
 //! - **Modify and reset**: `Ok` never for a registration that had ended
 //!   before the call; `Gone` only if it ends; the backend's own error only
 //!   when switching level/edge, or on a watch whose fd number has a new file.
@@ -68,8 +74,10 @@
 //! worker while the loop thread runs; an fd number closed and given a new
 //! file (`dup2`) while still watched, the new file registered, then the old
 //! watch modified or deregistered (the new watch must still run);
-//! deregistration from inside a callback while a slowed modify on another
-//! thread holds the registration.
+//! deregistration from inside a callback, or by token from another thread,
+//! while a modify on another thread holds the registration (slowed in the
+//! hook, or stopped at a pause point); a registration or reset stopped
+//! after its backend call while the loop thread spins.
 
 mod callbacks;
 mod checks;
@@ -77,6 +85,7 @@ mod driver;
 mod entries;
 pub mod grammar;
 mod hooks;
+mod reports;
 mod world;
 
 pub use grammar::Input;
@@ -168,6 +177,7 @@ fn run_round(world: &Arc<World>, engine: &Engine, config: &Config, round: &Round
                     for op in ops {
                         worker.op(op);
                     }
+                    evnexus::testing::clear_pauses();
                 })
             })
             .collect();
