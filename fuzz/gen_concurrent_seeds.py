@@ -323,6 +323,13 @@ SEEDS = {
             ),
         ],
     ),
+    # The smallest input that lost a timer before the fix of issue #7 (1 in
+    # 20 replays): one worker registers a timer due at once while the loop
+    # thread spins.
+    "timer_zero_from_worker": seed(
+        config(URING, driver=SPINNING),
+        [round_(step(0, register_timer(zero())))],
+    ),
     # A registration paused under its control bit, after its backend call,
     # while the loop thread spins: the loop meets the timer "under control".
     "paused_timer_registration": seed(

@@ -137,6 +137,7 @@ pub(crate) fn fd_callback(cap: Captured) -> impl FnMut(&FdEvent<'_>) + Send + 's
                     match r {
                         Ok(Occurred::Deferred) => {
                             rec.rerun_owed.fetch_max(began, Ordering::SeqCst);
+                            // Relaxed: see `ReportTally`.
                             world.reports.deferred.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(Occurred::Stale(StaleReason::Generation)) => {

@@ -197,6 +197,7 @@ fn agree(world: &Arc<World>, engine: &Engine) {
     assert_eq!(s.dispatched, runs, "stats: dispatched = callback runs");
     assert_eq!(s.panicked, panics, "stats: panicked");
     let tally = &world.reports;
+    // Relaxed: every worker has been joined (see `ReportTally`).
     let ours = |i: usize| tally.stale[i].load(Ordering::Relaxed);
     let stale = [
         s.stale.generation,

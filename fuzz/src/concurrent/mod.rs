@@ -41,8 +41,8 @@
 //!   is stale with the exact reason; a token as the wrong kind is
 //!   `WrongKind` until its deregistration has returned.
 //! - **Callbacks** (`callbacks`): never concurrent with themselves, never
-//!   started after their deregistration returned from outside, always their
-//!   own token and fd; a timer runs at most once, never after `cancel`
+//!   started after an end of their registration returned, always their own
+//!   token and fd; a timer runs at most once, never after `cancel`
 //!   returned `true`, never before its deadline when the loop fires it, and
 //!   with a deadline it could have had at that moment (no reset that had
 //!   returned before is undone).
@@ -62,9 +62,10 @@
 //! - **At quiet points** (`checks`): on a built-in loop, every live timer
 //!   whose every possible deadline has passed fires, and every live level
 //!   watch on a readable fd with a readable interest runs, within 500 ms of
-//!   turns of `run_once`; a callback is dropped
-//!   exactly when its registration ended; `is_live`/`is_pending` agree;
-//!   `stats` adds up (registered − deregistered = live, dispatched = runs,
+//!   turns of `run_once`; a report that returned `Deferred` was followed by
+//!   a run (unless the registration ended); a callback is dropped exactly
+//!   when its registration ended; `is_live`/`is_pending` agree; `stats`
+//!   adds up (registered − deregistered = live, dispatched = runs,
 //!   panicked; every stale and rerun count exactly on hooks); the hooks'
 //!   table holds exactly the live registrations.
 //! - **The loop thread** returns within 5 s of `Waker::wake` (a lost wake-up

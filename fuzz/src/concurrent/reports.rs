@@ -63,6 +63,7 @@ impl Worker<'_> {
             Ok(Occurred::Deferred) => {
                 assert!(right_fd, "a report on another fd was deferred");
                 e.rec.rerun_owed.fetch_max(began, Ordering::SeqCst);
+                // Relaxed: see `ReportTally`.
                 world.reports.deferred.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Occurred::Stale(StaleReason::FdMismatch)) if !right_fd => {

@@ -181,7 +181,9 @@ pub(crate) fn drain_fd(fd: RawFd) {
     }
 }
 
-/// Counts of what the workers' own reports returned.
+/// Counts of what the workers' own reports returned. Relaxed throughout:
+/// pure counts, read only at quiet points, after every thread that added
+/// to them was joined (the join orders their adds before the read).
 #[derive(Default)]
 pub(crate) struct ReportTally {
     /// By `StaleReason as usize`.
@@ -197,6 +199,7 @@ impl ReportTally {
             StaleReason::OutOfRange => 2,
             StaleReason::WrongKind => 3,
         };
+        // Relaxed: see the type's doc.
         self.stale[i].fetch_add(1, Ordering::Relaxed);
     }
 }

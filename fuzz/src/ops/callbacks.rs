@@ -42,7 +42,9 @@ pub(crate) struct CbState {
     pub(crate) runs: Vec<Run>,
 }
 
-/// Counts shared by every callback of one input.
+/// Counts shared by every callback of one input. Relaxed throughout (here
+/// and for `Captured::dropped`): engine_ops runs on one thread, the atomics
+/// are only there because a callback must be `Send`.
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) runs: AtomicUsize,
