@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Fuzzes the engine against its reference model (fuzz/fuzz_targets/engine_ops.rs)
-# for FUZZ_SECONDS seconds (default 30). Extra arguments go to libFuzzer,
-# e.g. `.ci/fuzz.sh -jobs=2 -workers=2`.
+# Fuzzes the engine for FUZZ_SECONDS seconds per target (default 30), each
+# target in turn (FUZZ_TARGETS, default both):
+#   engine_ops         sequential orderings on a hooks engine against an
+#                      exact reference model (fuzz/src/ops/);
+#   engine_concurrent  the same calls from several threads at once on the
+#                      hooks backend and the io_uring and epoll loops,
+#                      against linearisable outcomes (fuzz/src/concurrent/).
+# Extra arguments go to libFuzzer, e.g. `.ci/fuzz.sh -jobs=2 -workers=2`.
 #
 # Uses nightly when rustup has it (with AddressSanitizer, cargo-fuzz's
 # default); otherwise stable with RUSTC_BOOTSTRAP=1 and no sanitizer.
-# New inputs go to fuzz/corpus/engine_ops (not committed); the committed
-# seeds are fuzz/seeds/engine_ops. A failing input is saved under
-# fuzz/artifacts/engine_ops/; replay it with
-#   cargo +nightly fuzz run engine_ops fuzz/artifacts/engine_ops/<file>
-# and print it decoded with `cargo +nightly fuzz fmt engine_ops <file>`.
+# New inputs go to fuzz/corpus/<target> (not committed); the committed
+# seeds are fuzz/seeds/<target> (fuzz/gen_seeds.py and
+# fuzz/gen_concurrent_seeds.py write them). A failing input is saved under
+# fuzz/artifacts/<target>/; replay it with
+#   cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>
+# and print it decoded with `cargo +nightly fuzz fmt <target> <file>`.
+# engine_concurrent runs real threads: a finding may need a few replays
+# (`-runs=20` after the file) to show again.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,7 +36,10 @@ else
     build_flags=(-s none)
 fi
 
-mkdir -p fuzz/corpus/engine_ops
-cargo ${toolchain[@]+"${toolchain[@]}"} fuzz run ${build_flags[@]+"${build_flags[@]}"} engine_ops \
-    fuzz/corpus/engine_ops fuzz/seeds/engine_ops \
-    -- -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 "$@"
+for target in ${FUZZ_TARGETS:-engine_ops engine_concurrent}; do
+    echo "fuzz.sh: $target for ${FUZZ_SECONDS:-30} s" >&2
+    mkdir -p "fuzz/corpus/$target"
+    cargo ${toolchain[@]+"${toolchain[@]}"} fuzz run ${build_flags[@]+"${build_flags[@]}"} "$target" \
+        "fuzz/corpus/$target" "fuzz/seeds/$target" \
+        -- -max_total_time="${FUZZ_SECONDS:-30}" -timeout=10 "$@"
+done

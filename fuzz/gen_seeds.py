@@ -5,7 +5,7 @@ Each seed is one scenario, encoded the way `arbitrary` 1.x decodes the
 target's `Input` (little-endian integers; an enum tag is a u32 whose
 `(tag * variants) >> 32` is the variant; a `Vec` is a keep-going byte before
 each element, then a 0 byte). The encoding must follow the order of the
-enums' variants in fuzz_targets/engine_ops.rs; if those change, the seeds
+enums' variants in src/ops/grammar.rs; if those change, the seeds
 still decode (any bytes do), just into other scenarios: rerun this script.
 
     python3 fuzz/gen_seeds.py
