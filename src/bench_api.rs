@@ -42,8 +42,8 @@ impl BareArena {
             return false;
         };
         match slot.kill(g) {
-            Kill::Released { next, .. } => {
-                if next.is_some() {
+            Kill::KilledIdle { .. } => {
+                if slot.release_killed(g).0.is_some() {
                     self.arena.recycle(token.index());
                 }
                 true

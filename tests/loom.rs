@@ -15,13 +15,11 @@
 mod common;
 
 use common::{null_fd, NoHooks};
-use evnexus::{Engine, Interest, Occurred, OsEventHooks, Readiness, StaleReason, Token};
+use evnexus::{Engine, Interest, Occurred, Readiness, StaleReason};
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -227,5 +225,43 @@ fn register_vs_reuse_never_misdelivers_old_token() {
             Occurred::Stale(StaleReason::Generation)
         );
         drop(new);
+    });
+}
+
+/// Two threads deregister the same registration at once, from outside any
+/// callback (one through the handle, one by token): whichever returns, the
+/// callback has been dropped by then, also for the one that did not end it.
+/// (An earlier one-step release freed the word before the callback was
+/// dropped, and the second deregistration returned at once.)
+#[test]
+fn deregister_vs_deregister_both_return_after_the_callback_is_dropped() {
+    model(|| {
+        struct DropFlag(Arc<AtomicBool>);
+        impl Drop for DropFlag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let engine = Arc::new(Engine::with_hooks(NoHooks));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let watch = engine
+            .register_fd(null_fd(), Interest::READABLE, move |_| {
+                let _ = &flag;
+            })
+            .unwrap();
+        let token = watch.token();
+        let other = {
+            let (engine, dropped) = (engine.clone(), dropped.clone());
+            thread::spawn(move || {
+                let ended = engine.deregister(token).unwrap();
+                assert!(dropped.load(Ordering::SeqCst), "returned before the drop");
+                ended
+            })
+        };
+        let mine = watch.deregister();
+        assert!(dropped.load(Ordering::SeqCst), "returned before the drop");
+        let theirs = other.join().unwrap();
+        assert!(mine != theirs, "exactly one of them ended it");
     });
 }

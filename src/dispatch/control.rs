@@ -131,19 +131,19 @@ impl<C: Send + 'static> Core<C> {
         self.stats.deregistered();
     }
 
-    /// Finishes a registration that `kill` ended and released in one step
-    /// ([`Kill::Released`]): the slot is this thread's alone (its word names
-    /// another generation, and it is on no free list), so the backend is
-    /// told and the cells emptied without `CTRL`, then the slot recycled.
-    fn finish_released(
+    /// Finishes a registration that `kill` found idle ([`Kill::KilledIdle`]):
+    /// this thread holds `CTRL` on the dead registration and nobody
+    /// dispatches it, so it is the last one out already: it tells the
+    /// backend, empties the cells, and releases the slot with one swap.
+    fn finish_killed_idle(
         &self,
         slot: &Slot<C>,
         index: u32,
         g: Generation,
         was: State,
-        next: Option<Generation>,
     ) -> Option<(Removal, RawFd)> {
-        // SAFETY: released by this thread (see above).
+        // SAFETY: we hold CTRL, and no dispatch can start on a dead slot:
+        // the cells are ours (see above).
         let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
         let mut removal = None;
         if let Some(reg) = reg {
@@ -151,7 +151,7 @@ impl<C: Send + 'static> Core<C> {
             if was.is_timer() {
                 self.backend.timeout_deregister(token, reg);
             } else {
-                // Nobody else writes the param of a released slot.
+                // Only the CTRL holder writes the param.
                 let fd = param_fd(slot.param());
                 let r = self.backend.fd_deregister(fd, token, reg);
                 if r == Removal::FdClosed {
@@ -162,7 +162,12 @@ impl<C: Send + 'static> Core<C> {
         }
         // SAFETY: as above.
         unsafe { self.empty_cells(slot) };
+        let (next, had_waiter) = slot.release_killed(g);
         self.recycle(index, next);
+        if had_waiter {
+            let _guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiters_cv.notify_all();
+        }
         removal
     }
 
@@ -195,8 +200,8 @@ impl<C: Send + 'static> Core<C> {
         };
         let (ended, removal) = match slot.kill(g) {
             Kill::Gone => return Ok(false),
-            Kill::Released { was, next } => {
-                let removal = self.finish_released(slot, index, g, was, next);
+            Kill::KilledIdle { was } => {
+                let removal = self.finish_killed_idle(slot, index, g, was);
                 self.backend.changed();
                 // Torn down already: nothing to wait for.
                 return match removal {

@@ -63,14 +63,16 @@
 //!    and that thread drops the callback and releases the slot
 //!    ([`Slot::release`]), with the next generation or, at
 //!    [`Generation::MAX`], retired for good.
-//! 5. **An idle registration is released in one step**: when `kill` finds
-//!    nothing but `LIVE` (no dispatch, no control operation, no waiter), it
-//!    moves the word straight to the next generation's free state with one
-//!    CAS ([`Kill::Released`]). That thread is then the tearer: no report can
-//!    match the old generation, and the slot is on no free list until that
-//!    thread puts it there, so it tells the backend and empties the cells
-//!    without `CTRL`. (Three atomic steps fewer than `DEAD`, `end_ctrl` and
-//!    `release`, on every deregistration that races nothing.)
+//! 5. **An idle registration is torn down in two steps**: when `kill`
+//!    finds no dispatch and no control operation, its CAS (`DEAD|CTRL`)
+//!    already makes it the last one out ([`Kill::KilledIdle`]); it tells
+//!    the backend, empties the cells, and frees the word with one swap
+//!    ([`Slot::release_killed`]) instead of `end_ctrl` then `release`. The
+//!    registration stays `DEAD` (not gone) until the cells are empty, so a
+//!    second deregistration from outside a callback still waits for them.
+//!    (An earlier version freed the word in the `kill` CAS itself; the
+//!    concurrent fuzz target caught a second deregistration returning
+//!    before the callback was dropped.)
 //!
 //! # Invariants of DESIGN.md and the tests that pin them
 //!
@@ -95,7 +97,8 @@
 //! | transition | raced against | loom model |
 //! |---|---|---|
 //! | `begin_fd` (CAS to `BUSY`, or `RERUN`) | `begin_fd` on another thread | `loom.rs`: `occurred_vs_occurred_runs_twice_never_concurrently` |
-//! | `begin_fd` / `finish` | `kill` (deregister), the one-step release of an idle slot included | `loom.rs`: `occurred_vs_occurred_vs_deregister` |
+//! | `begin_fd` / `finish` | `kill` (deregister), the idle teardown (`KilledIdle`, `release_killed`) included | `loom.rs`: `occurred_vs_occurred_vs_deregister` |
+//! | `kill` / `release_killed` | a second `kill` and its wait | `loom.rs`: `deregister_vs_deregister_both_return_after_the_callback_is_dropped` |
 //! | `begin_timer` | `kill` (cancel); `begin_timer` | `loom.rs`: `timer_fire_vs_cancel_has_exactly_one_outcome`, `timer_fire_vs_fire_runs_once` |
 //! | `release` and `publish` of the next generation | a late report | `loom.rs`: `register_vs_reuse_never_misdelivers_old_token` |
 //! | `publish` .. `end_ctrl` of a timer, then the hand-over to the loop | `begin_timer_if_due` | `loom_loop.rs`: `timer_registered_from_another_thread_vs_loop_turn_fires` |
@@ -170,16 +173,12 @@ pub(crate) enum Kill {
     /// This call ended the registration. With `took_ctrl`, the caller holds
     /// `CTRL` and must call [`Slot::end_ctrl`].
     Killed { took_ctrl: bool },
-    /// The registration was idle, and this call ended it and released the
-    /// slot in one step: the word now names the next generation (or, with
-    /// `next` `None`, the slot is retired). Nobody else can reach the cells
-    /// any more, and the slot is not on the free list yet: the caller alone
-    /// tells the backend, empties the cells, and recycles the slot. `was`
-    /// is the registration's last state (its kind).
-    Released {
-        was: State,
-        next: Option<Generation>,
-    },
+    /// The registration was idle (no dispatch, no control operation), and
+    /// this call ended it and took `CTRL`: it is the last one out already.
+    /// It tells the backend and empties the cells, then releases the slot
+    /// with [`Slot::release_killed`], without an `end_ctrl` between. `was`
+    /// is the registration's last live state (its kind).
+    KilledIdle { was: State },
 }
 
 /// Outcome of releasing `CTRL`.
@@ -557,12 +556,10 @@ impl<C> Slot<C> {
         }
     }
 
-    /// Ends registration `g`. An idle registration (the common case: no
-    /// dispatch, no control operation, no waiter) is released at once, with
-    /// one CAS from `LIVE(g)` to the free word of the next generation
-    /// ([`Kill::Released`]): what `DEAD`, `CTRL`, `end_ctrl` and `release`
-    /// would do in three more atomic steps. Otherwise it sets `DEAD`, and
-    /// takes `CTRL` too when nobody holds it.
+    /// Ends registration `g`: sets `DEAD`, and takes `CTRL` too when nobody
+    /// holds it. When the registration was idle (the common case: no
+    /// dispatch, no control operation), that makes this thread the last one
+    /// out at once ([`Kill::KilledIdle`]).
     pub(crate) fn kill(&self, g: Generation) -> Kill {
         let mut s = self.load();
         loop {
@@ -572,21 +569,10 @@ impl<C> Slot<C> {
             if s.is_dead() {
                 return Kill::AlreadyDead;
             }
-            if s.is_idle() {
-                let next = g.next();
-                // A retired slot keeps its last generation with no flags
-                // (see `release`).
-                match self.cas(s, State::free(next.unwrap_or(g))) {
-                    Ok(_) => return Kill::Released { was: s, next },
-                    Err(actual) => {
-                        s = actual;
-                        continue;
-                    }
-                }
-            }
             let took_ctrl = !s.ctrl();
             let new = s.with(State::DEAD | if took_ctrl { State::CTRL } else { 0 });
             match self.cas(s, new) {
+                Ok(_) if s.is_idle() => return Kill::KilledIdle { was: s },
                 Ok(_) => return Kill::Killed { took_ctrl },
                 Err(actual) => s = actual,
             }
@@ -611,6 +597,25 @@ impl<C> Slot<C> {
         // (which also synchronises through the free list).
         let old = State(self.state.swap(free.0, Ordering::AcqRel));
         debug_assert!(old.holds(g) && old.is_abandoned(), "release of {old:?}");
+        (next, old.waiter())
+    }
+
+    /// Releases generation `g` after [`Kill::KilledIdle`]: the caller holds
+    /// `CTRL` on the dead registration, nobody dispatches it, and the cells
+    /// are empty. The word becomes free with the next generation (or the
+    /// slot is retired: `None`); the `bool` says a waiter must be woken.
+    /// One swap stands for `end_ctrl` and `release`: nobody else writes a
+    /// dead slot that no dispatch holds except a waiter adding `WAITER`,
+    /// and the swap tells us whether one did.
+    pub(crate) fn release_killed(&self, g: Generation) -> (Option<Generation>, bool) {
+        let next = g.next();
+        let free = State::free(next.unwrap_or(g));
+        // AcqRel: as in `release`.
+        let old = State(self.state.swap(free.0, Ordering::AcqRel));
+        debug_assert!(
+            old.holds(g) && old.is_dead() && old.ctrl() && !old.is_busy(),
+            "release_killed of {old:?}"
+        );
         (next, old.waiter())
     }
 
@@ -729,19 +734,21 @@ mod tests {
     #[test]
     fn killing_an_idle_registration_releases_the_slot_in_one_step() {
         let slot = published(g(7), true);
-        assert!(matches!(
-            slot.kill(g(7)),
-            Kill::Released { was, next: Some(n) } if was.is_timer() && n == g(8)
-        ));
+        assert!(matches!(slot.kill(g(7)), Kill::KilledIdle { was } if was.is_timer()));
+        // Dead but not gone: a second deregistration waits for the release.
+        assert_eq!(slot.kill(g(7)), Kill::AlreadyDead);
+        assert_eq!(slot.begin_timer(g(7)), Err(StaleReason::Generation));
+        assert!(!slot.gone_or_mark_waiter(g(7)));
+        assert_eq!(slot.release_killed(g(7)), (Some(g(8)), true));
         let s = slot.load();
         assert!(!s.is_live() && s.generation() == g(8), "{s:?}");
         assert_eq!(slot.kill(g(7)), Kill::Gone);
-        assert_eq!(slot.begin_timer(g(7)), Err(StaleReason::Generation));
         let last = published(Generation::MAX, false);
         assert!(matches!(
             last.kill(Generation::MAX),
-            Kill::Released { next: None, .. }
+            Kill::KilledIdle { .. }
         ));
+        assert_eq!(last.release_killed(Generation::MAX), (None, false));
         assert!(!last.load().is_live(), "retired, not reused");
         assert_eq!(last.kill(Generation::MAX), Kill::Gone);
     }
