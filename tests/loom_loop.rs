@@ -128,6 +128,37 @@ fn timer_reset_from_another_thread_vs_loop_turn_fires() {
     });
 }
 
+/// A due timer reset to much later while the loop checks it: the timer
+/// either fired before the reset (which then says `Gone`) or stays pending
+/// at its new deadline; it never fires at the old deadline after a reset
+/// that succeeded. (Bug put back: without the reset version in the word, a
+/// reset that starts and ends between the loop's load of the word and its
+/// CAS leaves the word as it was, and the loop fires on the old deadline.)
+#[test]
+fn timer_reset_later_vs_due_check_never_fires_on_the_old_deadline() {
+    model(|| {
+        let engine = epoll_engine();
+        let (fired, f) = flag();
+        let timer = engine
+            .timer_after(Duration::ZERO, move |_| f.store(true, Ordering::SeqCst))
+            .unwrap();
+        let resetter = thread::spawn(move || {
+            let r = timer.reset_after(Duration::from_secs(3600));
+            (r, timer)
+        });
+        engine.run_once(Some(Duration::ZERO)).unwrap();
+        let (reset, timer) = resetter.join().unwrap();
+        match reset {
+            Ok(()) => {
+                assert!(!fired.load(Ordering::SeqCst), "fired on the old deadline");
+                assert!(timer.is_pending());
+            }
+            Err(Error::Gone) => assert!(fired.load(Ordering::SeqCst)),
+            Err(e) => panic!("{e}"),
+        }
+    });
+}
+
 /// A wake-up that lands while the loop dispatches a batch is seen by the
 /// batch or ends the next wait at once. (Bug put back: draining the
 /// wake-up in batch order, after a callback that came earlier in the

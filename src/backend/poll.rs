@@ -47,6 +47,9 @@ impl Backend for PollBackend {
         Ok(())
     }
     fn timeout_deregister(&self, _: Token, _: BackendReg) {}
+    fn timer_register_needs_ctrl(&self) -> bool {
+        false
+    }
 
     fn changed(&self) {
         self.wake.notify();

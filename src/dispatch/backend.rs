@@ -85,6 +85,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The slot already holds the new deadline when this is called.
     fn timeout_modify(&self, token: Token, reg: &mut BackendReg, deadline: Instant) -> Result<()>;
     fn timeout_deregister(&self, token: Token, reg: BackendReg);
+    /// Whether `timeout_register` must see the timer registered (an
+    /// application hook may report it at once). A loop that keeps nothing
+    /// per timer says no: its value is made before the timer is published,
+    /// which then needs no `CTRL` (one CAS less per timer).
+    fn timer_register_needs_ctrl(&self) -> bool {
+        true
+    }
     /// Timer `token` is live with `deadline` (an offset on the engine's
     /// clock) and nobody holds its slot's `CTRL` bit: called after every
     /// registration and modification of a timer, once `CTRL` is released,

@@ -108,7 +108,34 @@ impl<C: Send + 'static> Core<C> {
     /// of it once `CTRL` is released ([`Backend::timer_armed`]).
     pub(crate) fn register_timer(&self, deadline: Instant, callback: C) -> Result<Token> {
         let (index, slot, g) = self.alloc()?;
-        slot.set_param(self.clock.offset(deadline));
+        let offset = self.clock.offset(deadline);
+        slot.set_param(offset);
+        if !self.backend.timer_register_needs_ctrl() {
+            let token = Token::new(index, g);
+            // The backend keeps nothing it must see published: its value is
+            // made first, and the timer goes live without CTRL.
+            let reg = match self.backend.timeout_register(deadline, token) {
+                Ok(reg) => reg,
+                Err(e) => {
+                    // Nothing was published: hand the slot straight back.
+                    self.arena.recycle(index);
+                    self.stats.deregistered();
+                    drop(callback);
+                    return Err(e);
+                }
+            };
+            // SAFETY: `alloc` handed us this free slot, not yet published;
+            // its backend value and callback are installed before it is.
+            unsafe {
+                slot.install(callback);
+                slot.install_backend_reg(reg);
+                slot.publish_settled_timer(g);
+            }
+            pause_point!(AfterBackendCall);
+            self.backend.timer_armed(token, offset);
+            self.backend.changed();
+            return Ok(token);
+        }
         // SAFETY: as in `register_fd`.
         unsafe {
             slot.install(callback);

@@ -136,12 +136,6 @@ impl<C: Send + 'static> Core<C> {
         match slot.begin_timer_if_due(g, now) {
             Due::Owned => Some(self.dispatch_timer(slot, index, g, token, run_timer)),
             Due::NotYet | Due::Stale(_) => None,
-            Due::Cancelled { teardown } => {
-                if teardown {
-                    self.tear_down(slot, index, g);
-                }
-                None
-            }
         }
     }
 

@@ -102,7 +102,7 @@
 //! | `begin_timer` | `kill` (cancel); `begin_timer` | `loom.rs`: `timer_fire_vs_cancel_has_exactly_one_outcome`, `timer_fire_vs_fire_runs_once` |
 //! | `release` and `publish` of the next generation | a late report | `loom.rs`: `register_vs_reuse_never_misdelivers_old_token` |
 //! | `publish` .. `end_ctrl` of a timer, then the hand-over to the loop | `begin_timer_if_due` | `loom_loop.rs`: `timer_registered_from_another_thread_vs_loop_turn_fires` |
-//! | `lock_ctrl` .. `end_ctrl` of a timer reset | `begin_timer_if_due` | `loom_loop.rs`: `timer_reset_from_another_thread_vs_loop_turn_fires` |
+//! | `lock_ctrl` .. `end_ctrl` of a timer reset | `begin_timer_if_due` | `loom_loop.rs`: `timer_reset_from_another_thread_vs_loop_turn_fires` (not lost), `timer_reset_later_vs_due_check_never_fires_on_the_old_deadline` (never early: the reset version) |
 //! | `lock_ctrl` .. `end_ctrl` of an fd modify | `begin_fd` / `finish` | `loom_loop.rs`: `fd_modify_vs_dispatch_lands_once_and_never_overlaps` |
 //! | `kill` without `CTRL` (a modify holds it), `end_ctrl` disposing | a dispatch that deregisters itself | `loom_loop.rs`: `modify_vs_self_deregistering_callback_removes_once_and_the_loser_says_so` |
 //! | the backend's removal under the fd number's claim | a new registration of the reused number | `loom_loop.rs`: `deregister_of_a_closed_fd_vs_register_of_its_reused_number_keeps_the_new_entry` |
@@ -144,11 +144,6 @@ pub(crate) enum Due {
     /// Not due, or being modified: look again later.
     NotYet,
     Stale(StaleReason),
-    /// Cancelled while claimed; with `teardown`, this thread was the last
-    /// one out.
-    Cancelled {
-        teardown: bool,
-    },
 }
 
 /// What the dispatcher must do after a callback returned.
@@ -292,6 +287,31 @@ impl<C> Slot<C> {
         });
     }
 
+    /// `FREE(g)` -> `LIVE(g)`: a timer whose backend needs no register call
+    /// (the built-in and poll loops keep no per-timer value: the caller
+    /// installed it already) becomes live without `CTRL`, saving the
+    /// `end_ctrl` of [`Slot::publish`].
+    ///
+    /// # Safety
+    /// As [`Slot::install`]; `g` is the slot's current (free) generation,
+    /// and the backend value is installed.
+    pub(crate) unsafe fn publish_settled_timer(&self, g: Generation) {
+        let s = State::free(g).with(State::LIVE | State::TIMER);
+        // Release: as in `publish`.
+        self.state.store(s.0, Ordering::Release);
+    }
+
+    /// Installs the backend's value of a registration not yet published.
+    ///
+    /// # Safety
+    /// As [`Slot::install`].
+    pub(crate) unsafe fn install_backend_reg(&self, reg: BackendReg) {
+        self.backend_reg.with_mut(|cell| {
+            // SAFETY: the caller owns the unpublished free slot.
+            unsafe { *cell = Some(reg) }
+        });
+    }
+
     /// `FREE(g)` -> `LIVE|CTRL(g)`: the registration becomes dispatchable
     /// while the registrant keeps `CTRL` for the backend's register call.
     ///
@@ -378,16 +398,8 @@ impl<C> Slot<C> {
             }
             if s.is_dead() {
                 // Fired or cancelled already: this delivery is a duplicate.
+                // (A timer is BUSY only once fired: DEAD.)
                 return Err(StaleReason::Generation);
-            }
-            if s.is_busy() {
-                // The engine's own loop has claimed the timer to compare its
-                // deadline (`begin_timer_if_due`); that takes a few
-                // instructions and holds nothing else, so wait it out
-                // rather than lose this delivery.
-                crate::base::sync::spin_wait(0);
-                s = self.load();
-                continue;
             }
             let new = s.with(State::BUSY | State::DEAD | State::FIRED);
             match self.cas(s, new) {
@@ -401,10 +413,12 @@ impl<C> Slot<C> {
     /// the engine's clock): the engine's own loop uses this, so that a
     /// concurrent `reset` can never make it fire early.
     ///
-    /// The timer is first *claimed* (`BUSY` without `DEAD`), which keeps
-    /// modify out (`lock_ctrl` waits while a timer is `BUSY`), so the
-    /// deadline read under the claim is the current one; then the claim
-    /// becomes a fire (`DEAD|FIRED`) or is dropped.
+    /// One CAS, and none for a timer that is not due: the deadline is read
+    /// after the word, and the fire is a CAS from exactly that word. A
+    /// reset between the two changes the word (`CTRL` while it runs, and a
+    /// new reset version when it ends: every `end_ctrl` of a live timer
+    /// advances it), so the CAS fails and the loop looks again; a deadline
+    /// read with the word it belongs to is the current one.
     pub(crate) fn begin_timer_if_due(&self, g: Generation, now: u64) -> Due {
         let mut s = self.load();
         loop {
@@ -414,7 +428,7 @@ impl<C> Slot<C> {
             if !s.is_timer() {
                 return Due::Stale(StaleReason::WrongKind);
             }
-            if s.ctrl() || s.is_busy() {
+            if s.ctrl() {
                 // A registration or modify is under way (or, with two
                 // poll-loop threads, the other's due check). Passing the
                 // timer over is safe: whoever holds CTRL hands it to the
@@ -423,27 +437,13 @@ impl<C> Slot<C> {
                 // on its next `beforepoll`.
                 return Due::NotYet;
             }
-            match self.cas(s, s.with(State::BUSY)) {
-                Ok(_) => break,
-                Err(actual) => s = actual,
+            // Acquire (in `param`): the deadline written before the word we
+            // loaded was published, or a later one (then the CAS fails).
+            if self.param() > now {
+                return Due::NotYet;
             }
-        }
-        let due = self.param() <= now;
-        let mut s = self.load();
-        loop {
-            let (new, outcome) = if s.is_dead() {
-                // Cancelled while claimed: the cancel saw BUSY and left the
-                // teardown to us if nobody else is left.
-                let new = s.without(State::BUSY);
-                let teardown = new.is_abandoned();
-                (new, Due::Cancelled { teardown })
-            } else if due {
-                (s.with(State::DEAD | State::FIRED), Due::Owned)
-            } else {
-                (s.without(State::BUSY), Due::NotYet)
-            };
-            match self.cas(s, new) {
-                Ok(_) => return outcome,
+            match self.cas(s, s.with(State::BUSY | State::DEAD | State::FIRED)) {
+                Ok(_) => return Due::Owned,
                 Err(actual) => s = actual,
             }
         }
@@ -499,10 +499,7 @@ impl<C> Slot<C> {
             if !s.holds(g) || s.is_dead() {
                 return false;
             }
-            // A timer BUSY but not DEAD is claimed by a loop comparing its
-            // deadline: wait for that too, so the deadline cannot change
-            // under the comparison.
-            if s.ctrl() || (s.is_timer() && s.is_busy()) {
+            if s.ctrl() {
                 crate::base::sync::spin_wait(round);
                 round += 1;
                 s = self.load();
@@ -546,7 +543,13 @@ impl<C> Slot<C> {
                 s = self.load();
                 continue;
             }
-            let new = s.without(State::CTRL);
+            let mut new = s.without(State::CTRL);
+            if new.is_timer() && !new.is_dead() {
+                // The deadline may have changed under CTRL: a new reset
+                // version, so a due check that read the old deadline with
+                // the old word cannot fire on it (`begin_timer_if_due`).
+                new = new.with_next_version();
+            }
             match self.cas(s, new) {
                 Ok(_) if new.is_abandoned() => return EndCtrl::TearDown,
                 Ok(_) if new.is_dead() => return EndCtrl::Dead,
@@ -721,7 +724,7 @@ mod tests {
         assert_eq!(slot.begin_timer_if_due(g(4), 99), Due::NotYet);
         assert!(
             slot.lock_ctrl(g(4)),
-            "a NotYet claim leaves the timer modifiable"
+            "a NotYet due check leaves the timer modifiable"
         );
         slot.set_param(200);
         assert_eq!(slot.end_ctrl(g(4), |_| panic!("not dead")), EndCtrl::Live);

@@ -84,12 +84,20 @@ impl State {
     pub(super) const fn without_pending(self) -> State {
         State(self.0 & !Self::PENDING_MASK)
     }
-    /// Live and idle: nothing but `LIVE` (and `TIMER`) set, so nobody is
+    /// Live and idle: no flag but `LIVE` (and `TIMER`) set, so nobody is
     /// dispatching, controlling, waiting for or ending the registration.
+    /// (The pending field does not matter: an fd watch's is empty without
+    /// `RERUN`, a timer's holds its reset version.)
     pub(super) const fn is_idle(self) -> bool {
         self.0 & !(Self::LIVE | Self::TIMER) & ((1 << Self::PENDING_SHIFT) - 1) == 0
-            && self.pending() == 0
             && self.is_live()
+    }
+
+    /// A timer's word with its reset version (kept in the pending field,
+    /// which timers do not otherwise use) advanced by one, wrapping.
+    pub(super) const fn with_next_version(self) -> State {
+        let version = (self.pending() as u64 + 1) & 0xffff;
+        State((self.0 & !Self::PENDING_MASK) | (version << Self::PENDING_SHIFT))
     }
 
     /// The slot may be torn down: dead, and nobody dispatching or
