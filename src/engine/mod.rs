@@ -24,13 +24,16 @@ use std::time::{Duration, Instant};
 pub(crate) mod child;
 pub(crate) mod detached;
 pub(crate) mod fd;
+pub(crate) mod handle;
 pub(crate) mod io_safety;
 pub(crate) mod nest;
+pub(crate) mod periodic;
 pub(crate) mod poll;
 pub(crate) mod signal;
 pub(crate) mod timer;
 
 use fd::{FdEvent, FdWatch};
+use handle::{EngineHandle, Shadow};
 use timer::{Timer, TimerEvent};
 
 /// What a slot holds: the callback of an fd watch (runs once per dispatch,
@@ -64,10 +67,11 @@ enum Driven {
 /// ```
 #[must_use]
 pub struct Builder {
-    hooks: Option<StdArc<dyn Backend>>,
+    hooks: Option<Hooks<'static>>,
     kind: Option<BackendKind>,
     ring_entries: u32,
     inject_uring_error: Option<i32>,
+    inject_pwait2_error: Option<i32>,
     no_epoll_wait_op: bool,
     recheck: bool,
     limit: usize,
@@ -78,7 +82,23 @@ impl Builder {
     /// Carry registrations in the application's own loop (see
     /// [`OsEventHooks`]); sets the backend to [`BackendKind::Hooks`].
     pub fn hooks<H: OsEventHooks>(mut self, hooks: H) -> Builder {
-        self.hooks = Some(StdArc::new(HooksBackend(hooks)));
+        self.hooks = Some(Hooks::Plain(StdArc::new(HooksBackend(hooks))));
+        self.kind = Some(BackendKind::Hooks);
+        self
+    }
+
+    /// Carry registrations in the application's own loop, with hooks that
+    /// know their engine: `make` is called once, by [`Builder::build`],
+    /// with an [`EngineHandle`] of the engine being built, and returns the
+    /// hooks; sets the backend to [`BackendKind::Hooks`]. The hooks, and
+    /// the application's threads they share the handle with, report events
+    /// through it. See [`Engine::with_hooks_fn`] for an example.
+    pub fn hooks_with<H, F>(mut self, make: F) -> Builder
+    where
+        H: OsEventHooks,
+        F: FnOnce(EngineHandle) -> H + Send + 'static,
+    {
+        self.hooks = Some(Hooks::with_handle(make));
         self.kind = Some(BackendKind::Hooks);
         self
     }
@@ -111,6 +131,16 @@ impl Builder {
     #[doc(hidden)]
     pub fn inject_uring_setup_error(mut self, errno: i32) -> Builder {
         self.inject_uring_error = Some(errno);
+        self
+    }
+
+    /// Testing aid: `epoll_pwait2` fails with this errno in the epoll loop
+    /// (asked for, or fallen back to), as on a kernel without it (ENOSYS)
+    /// or under a seccomp profile that refuses it (EPERM).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn inject_epoll_pwait2_error(mut self, errno: i32) -> Builder {
+        self.inject_pwait2_error = Some(errno);
         self
     }
 
@@ -155,7 +185,13 @@ impl Builder {
     /// Builds the engine. Fails if the chosen backend cannot be set up (an
     /// epoll or eventfd descriptor cannot be created, io_uring was asked
     /// for explicitly and refused, hooks were asked for without hooks).
-    pub fn build(self) -> Result<Engine> {
+    pub fn build(mut self) -> Result<Engine> {
+        let hooks = self.hooks.take();
+        self.build_with(hooks)
+    }
+
+    /// [`Builder::build`] with `hooks` in place of the builder's own.
+    fn build_with(self, hooks: Option<Hooks<'_>>) -> Result<Engine> {
         let clock = Clock::new();
         let builtin = |b: StdArc<dyn BuiltinLoop>, c: StdArc<dyn Backend>| (c, Driven::Builtin(b));
         let uring = |strict: bool| -> Result<(StdArc<dyn Backend>, Driven)> {
@@ -173,26 +209,11 @@ impl Builder {
                     Ok(builtin(b.clone(), b))
                 }
                 Err(e) if !strict && refuses_io_uring(&e) => {
-                    let b = StdArc::new(Builtin::new(base, EpollWaiter::new(), clock));
+                    let waiter = EpollWaiter::new(self.inject_pwait2_error);
+                    let b = StdArc::new(Builtin::new(base, waiter, clock));
                     Ok(builtin(b.clone(), b))
                 }
                 Err(e) => Err(Error::Backend(e)),
-            }
-        };
-        let (backend, driven): (StdArc<dyn Backend>, Driven) = match (self.kind, self.hooks) {
-            (Some(BackendKind::Hooks), Some(hooks)) => (hooks, Driven::Hooks),
-            (Some(BackendKind::Hooks), None) => {
-                return Err(Error::Unsupported(Unsupported::HooksMissing))
-            }
-            (None, _) => uring(false)?,
-            (Some(BackendKind::Uring), _) => uring(true)?,
-            (Some(BackendKind::Epoll), _) => {
-                let b = StdArc::new(Builtin::new(LoopBase::new()?, EpollWaiter::new(), clock));
-                builtin(b.clone(), b)
-            }
-            (Some(BackendKind::Poll), _) => {
-                let p = StdArc::new(PollBackend::new()?);
-                (p.clone(), Driven::Poll(p))
             }
         };
         let options = Options {
@@ -200,21 +221,80 @@ impl Builder {
             limit: self.limit,
             first_generation: self.first_generation,
         };
+        let (backend, driven): (StdArc<dyn Backend>, Driven) = match (self.kind, hooks) {
+            (Some(BackendKind::Hooks), Some(Hooks::Plain(hooks))) => (hooks, Driven::Hooks),
+            (Some(BackendKind::Hooks), Some(Hooks::WithHandle(make))) => {
+                return Ok(Shadow::build(|handle| {
+                    Arc::new(Core::new(make(handle), clock, options))
+                }));
+            }
+            (Some(BackendKind::Hooks), None) => {
+                return Err(Error::Unsupported(Unsupported::HooksMissing))
+            }
+            (None, _) => uring(false)?,
+            (Some(BackendKind::Uring), _) => uring(true)?,
+            (Some(BackendKind::Epoll), _) => {
+                let waiter = EpollWaiter::new(self.inject_pwait2_error);
+                let b = StdArc::new(Builtin::new(LoopBase::new()?, waiter, clock));
+                builtin(b.clone(), b)
+            }
+            (Some(BackendKind::Poll), _) => {
+                let p = StdArc::new(PollBackend::new()?);
+                (p.clone(), Driven::Poll(p))
+            }
+        };
         Ok(Engine {
             core: Arc::new(Core::new(backend, clock, options)),
             driven,
+            life: Life::Owner,
         })
     }
+}
+
+/// The hooks a [`Builder`] was given.
+enum Hooks<'a> {
+    /// Built already ([`Builder::hooks`]).
+    Plain(StdArc<dyn Backend>),
+    /// Built by the engine, with a handle of it ([`Builder::hooks_with`]).
+    WithHandle(Box<dyn FnOnce(EngineHandle) -> StdArc<dyn Backend> + Send + 'a>),
+}
+
+impl<'a> Hooks<'a> {
+    fn with_handle<H, F>(make: F) -> Hooks<'a>
+    where
+        H: OsEventHooks,
+        F: FnOnce(EngineHandle) -> H + Send + 'a,
+    {
+        Hooks::WithHandle(Box::new(move |handle| {
+            StdArc::new(HooksBackend(make(handle))) as StdArc<dyn Backend>
+        }))
+    }
+}
+
+/// Who ends an engine's registrations, and when.
+enum Life {
+    /// The engine the application built: dropping it ends them.
+    Owner,
+    /// The engine the application built, whose hooks hold an
+    /// [`EngineHandle`]: the [`Shadow`] ends them when the last of this
+    /// engine and the handles' reports in progress lets go of it.
+    Shared(StdArc<Shadow>),
+    /// The shadow engine that an [`EngineHandle`] lends: dropping it ends
+    /// nothing.
+    Shadow,
 }
 
 /// The event engine: `Send + Sync`, every method takes `&self`.
 ///
 /// Dropping the engine ends every registration still live (telling the
 /// backend, dropping the callbacks); handles that outlive it find their
-/// registrations gone.
+/// registrations gone. (With hooks that hold an [`EngineHandle`], a
+/// report through the handle in progress on another thread at that
+/// moment defers this until it returns.)
 pub struct Engine {
     core: Arc<EngineCore>,
     driven: Driven,
+    life: Life,
 }
 
 impl Engine {
@@ -232,6 +312,7 @@ impl Engine {
             kind: None,
             ring_entries: 256,
             inject_uring_error: None,
+            inject_pwait2_error: None,
             no_epoll_wait_op: false,
             recheck: false,
             limit: MAX_SLOTS,
@@ -244,6 +325,67 @@ impl Engine {
         Engine::builder()
             .hooks(hooks)
             .build()
+            .expect("building a hooks engine performs no fallible step")
+    }
+
+    /// An engine whose registrations the application's own loop carries,
+    /// with hooks that know their engine: `make` is called once, before
+    /// this returns, with an [`EngineHandle`] of the new engine, and
+    /// returns the hooks. The handle reports events from the application's
+    /// threads without a reference to the engine and without keeping it
+    /// alive (see [`EngineHandle`]). [`Builder::hooks_with`] does the same
+    /// with other options.
+    ///
+    /// ```
+    /// use evnexus::{Engine, EngineHandle, Interest, Occurred, OsEventHooks, Readiness, Token};
+    /// use std::io;
+    /// use std::os::fd::{AsRawFd, RawFd};
+    /// use std::sync::mpsc;
+    /// use std::time::Instant;
+    ///
+    /// /// Hooks that hand each fd registration to the application's loop
+    /// /// thread, which reports through the handle.
+    /// struct Hooks {
+    ///     handle: EngineHandle,
+    ///     to_loop: mpsc::Sender<(EngineHandle, Token, RawFd)>,
+    /// }
+    ///
+    /// impl OsEventHooks for Hooks {
+    ///     type FdReg = ();
+    ///     type TimeoutReg = ();
+    ///     fn fd_register(&self, fd: RawFd, _: Interest, token: Token) -> io::Result<()> {
+    ///         let _ = self.to_loop.send((self.handle.clone(), token, fd));
+    ///         Ok(())
+    ///     }
+    ///     fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> { Ok(()) }
+    ///     fn fd_deregister(&self, _: RawFd, _: ()) {}
+    ///     fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> { Ok(()) }
+    ///     fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> { Ok(()) }
+    ///     fn timeout_deregister(&self, _: ()) {}
+    /// }
+    ///
+    /// let (to_loop, from_hooks) = mpsc::channel();
+    /// let engine = Engine::with_hooks_fn(|handle| Hooks { handle, to_loop });
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let _watch = engine.register_fd(a.as_raw_fd(), Interest::WRITABLE, |ev| {
+    ///     println!("{} is writable", ev.fd());
+    /// })?;
+    /// // The application's loop thread: no `&Engine` in sight.
+    /// let reporter = std::thread::spawn(move || {
+    ///     let (handle, token, fd) = from_hooks.recv().unwrap();
+    ///     handle.occurred_fd(token, fd, Readiness::WRITABLE)
+    /// });
+    /// assert_eq!(reporter.join().unwrap()?, Occurred::Dispatched);
+    /// # Ok::<(), evnexus::Error>(())
+    /// ```
+    pub fn with_hooks_fn<H, F>(make: F) -> Engine
+    where
+        H: OsEventHooks,
+        F: FnOnce(EngineHandle) -> H + Send,
+    {
+        Engine::builder()
+            .backend(BackendKind::Hooks)
+            .build_with(Some(Hooks::with_handle(make)))
             .expect("building a hooks engine performs no fallible step")
     }
 
@@ -445,6 +587,73 @@ impl Engine {
         self.core.deregister(token)
     }
 
+    /// Changes the interest of the fd watch named by `token`: the
+    /// handle's [`FdWatch::modify`] by token. Safe with any `u64`:
+    /// [`Error::Gone`] for a token that names no live fd watch (ended,
+    /// stale, forged, out of range, or a timer's), with nothing touched.
+    /// Watches behind [`Engine::watch_signal`] and [`Engine::watch_child`]
+    /// are fd watches too; leave their interest alone.
+    ///
+    /// Otherwise errors as [`FdWatch::modify`], and with
+    /// [`Error::Reentrant`] from inside a hook.
+    ///
+    /// ```
+    /// use evnexus::{Engine, Error, Interest, Token};
+    /// use std::os::fd::AsRawFd;
+    /// # fn main() -> evnexus::Result<()> {
+    /// let engine = Engine::new()?;
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let watch = engine.register_fd(a.as_raw_fd(), Interest::READABLE, |_| {})?;
+    /// engine.modify_fd(watch.token(), Interest::READABLE | Interest::WRITABLE)?;
+    /// assert!(matches!(
+    ///     engine.modify_fd(Token::from_u64(u64::MAX), Interest::READABLE),
+    ///     Err(Error::Gone)
+    /// ));
+    /// # Ok(()) }
+    /// ```
+    pub fn modify_fd(&self, token: Token, interest: Interest) -> Result<()> {
+        // A live timer is the wrong kind. A token's generation names one
+        // registration for good (generations never wrap), so its kind
+        // cannot change between this look and the modify: if the timer
+        // ends meanwhile, the modify finds it gone.
+        if self.core.timer_deadline(token).is_some() {
+            return Err(Error::Gone);
+        }
+        self.core.modify_fd(token, interest)
+    }
+
+    /// Moves the deadline of the pending timer named by `token`: the
+    /// handle's [`Timer::reset_at`] by token. Safe with any `u64`:
+    /// [`Error::Gone`] for a token that names no pending timer (fired,
+    /// cancelled, stale, forged, out of range, or an fd watch's), with
+    /// nothing touched. The deadline is taken as by [`Engine::timer_at`].
+    /// With a [periodic timer](Engine::timer_every)'s pending token it
+    /// moves that one run; the runs after it keep their schedule.
+    ///
+    /// Otherwise errors as [`Timer::reset_at`], and with
+    /// [`Error::Reentrant`] from inside a hook.
+    ///
+    /// ```
+    /// use evnexus::{Engine, Error};
+    /// use std::time::{Duration, Instant};
+    /// # fn main() -> evnexus::Result<()> {
+    /// let engine = Engine::new()?;
+    /// let token = engine.timer_after_detached(Duration::from_secs(3600), |ev| ev.engine().stop())?;
+    /// engine.reset_timer(token, Instant::now())?;
+    /// engine.run()?; // it fires at once and stops the loop
+    /// assert!(matches!(engine.reset_timer(token, Instant::now()), Err(Error::Gone)));
+    /// # Ok(()) }
+    /// ```
+    pub fn reset_timer(&self, token: Token, deadline: Instant) -> Result<()> {
+        // Only a pending timer may be reset; as in `modify_fd`, its kind
+        // cannot change before the modify, which finds it gone if it
+        // fires or is cancelled meanwhile.
+        if self.core.timer_deadline(token).is_none() {
+            return Err(Error::Gone);
+        }
+        self.core.modify_timer(token, deadline)
+    }
+
     fn builtin(&self) -> Result<&dyn BuiltinLoop> {
         match &self.driven {
             Driven::Builtin(b) => Ok(&**b),
@@ -524,10 +733,17 @@ impl Dispatch for Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // End every registration still live: the backend is told, the
-        // callbacks (and anything they hold, handles included) are dropped.
-        // No callback can be running: running one needs `&Engine`.
-        self.core.end_all();
+        match std::mem::replace(&mut self.life, Life::Shadow) {
+            // End every registration still live: the backend is told, the
+            // callbacks (and anything they hold, handles included) are
+            // dropped. No callback can be running: running one needs
+            // `&Engine`, this one or a shadow's.
+            Life::Owner => self.core.end_all(),
+            // The shadow does it when the last of us lets go of it: here,
+            // or when a report through a handle in progress returns.
+            Life::Shared(shadow) => drop(shadow),
+            Life::Shadow => {}
+        }
     }
 }
 

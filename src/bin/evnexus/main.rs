@@ -71,6 +71,7 @@ mod heartbeats;
 mod hist;
 mod injector;
 mod items;
+mod keepalive;
 mod report;
 mod rng;
 mod rss;
@@ -132,6 +133,13 @@ fn main() -> ExitCode {
     if let Err(msg) = raise_fd_limit(cfg.domains) {
         eprintln!("evnexus: {msg}");
         return ExitCode::from(2);
+    }
+    // SIGTERM ends the load phase early, through a signal watch (see
+    // `run::ControlLoop`): blocked here, before any thread exists, so that
+    // every thread inherits the mask and none takes the signal instead.
+    if let Err(e) = evnexus::block_signals(&[libc::SIGTERM]) {
+        eprintln!("evnexus: blocking SIGTERM: {e}");
+        return ExitCode::FAILURE;
     }
     match run::run(cfg) {
         Ok(report) => {
