@@ -733,7 +733,9 @@ fn timer_moved_earlier_from_another_thread_wakes_the_loop() {
 fn epoll_loop_falls_back_to_epoll_wait_when_epoll_pwait2_is_refused() {
     // ENOSYS: a kernel before 5.11; EPERM: a seccomp profile older than
     // the call. Asked for, or fallen back to from io_uring.
-    let builders: [(&str, fn(i32) -> Builder); 2] = [
+    /// A builder whose epoll loop gets `epoll_pwait2` refused with an errno.
+    type Refusing = fn(i32) -> Builder;
+    let builders: [(&str, Refusing); 2] = [
         ("epoll", |errno| {
             Engine::builder()
                 .backend(BackendKind::Epoll)

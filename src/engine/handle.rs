@@ -155,6 +155,34 @@ impl EngineHandle {
     /// The engine, while it exists: a reference that keeps it from ending
     /// its registrations until dropped (so keep it for a batch of reports,
     /// not for good). `None` once the engine has been dropped.
+    ///
+    /// ```
+    /// # use evnexus::{Engine, EngineHandle, Interest, OsEventHooks, Token};
+    /// # use std::{io, os::fd::RawFd, time::Instant};
+    /// /// The application's hooks: they keep the handle.
+    /// struct MyHooks(EngineHandle);
+    /// # impl OsEventHooks for MyHooks {
+    /// #     type FdReg = ();
+    /// #     type TimeoutReg = ();
+    /// #     fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> { Ok(()) }
+    /// #     fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> { Ok(()) }
+    /// #     fn fd_deregister(&self, _: RawFd, _: ()) {}
+    /// #     fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> { Ok(()) }
+    /// #     fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> { Ok(()) }
+    /// #     fn timeout_deregister(&self, _: ()) {}
+    /// # }
+    /// let mut handle = None;
+    /// let engine = Engine::with_hooks_fn(|h: EngineHandle| {
+    ///     handle = Some(h.clone());
+    ///     MyHooks(h)
+    /// });
+    /// let handle = handle.unwrap();
+    /// if let Some(engine) = handle.engine() {
+    ///     assert_eq!(engine.stats().live(), 0); // a whole `&Engine`
+    /// }
+    /// drop(engine);
+    /// assert!(handle.engine().is_none());
+    /// ```
     #[inline]
     pub fn engine(&self) -> Option<EngineRef> {
         self.shadow.upgrade().map(|shadow| EngineRef { shadow })
@@ -164,6 +192,39 @@ impl EngineHandle {
     /// been dropped: `Ok(Occurred::Stale(StaleReason::Generation))`, as
     /// for any registration that has ended (not counted in the engine's
     /// statistics, which are gone with it).
+    ///
+    /// ```
+    /// # use evnexus::{Engine, EngineHandle, Interest, OsEventHooks, Token};
+    /// # use std::{io, os::fd::RawFd, time::Instant};
+    /// /// The application's hooks: they keep the handle.
+    /// struct MyHooks(EngineHandle);
+    /// # impl OsEventHooks for MyHooks {
+    /// #     type FdReg = ();
+    /// #     type TimeoutReg = ();
+    /// #     fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> { Ok(()) }
+    /// #     fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> { Ok(()) }
+    /// #     fn fd_deregister(&self, _: RawFd, _: ()) {}
+    /// #     fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> { Ok(()) }
+    /// #     fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> { Ok(()) }
+    /// #     fn timeout_deregister(&self, _: ()) {}
+    /// # }
+    /// use evnexus::{Occurred, Readiness};
+    /// use std::os::fd::AsRawFd;
+    /// # fn main() -> evnexus::Result<()> {
+    /// let mut handle = None;
+    /// let engine = Engine::with_hooks_fn(|h: EngineHandle| {
+    ///     handle = Some(h.clone());
+    ///     MyHooks(h)
+    /// });
+    /// let handle = handle.unwrap();
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let watch = engine.register_fd(a.as_raw_fd(), Interest::WRITABLE, |_| {})?;
+    /// let (token, fd) = (watch.token(), a.as_raw_fd());
+    /// // From any thread of the application's loop:
+    /// let report = std::thread::spawn(move || handle.occurred_fd(token, fd, Readiness::WRITABLE));
+    /// assert_eq!(report.join().unwrap()?, Occurred::Dispatched);
+    /// # Ok(()) }
+    /// ```
     #[inline]
     pub fn occurred_fd(&self, token: Token, fd: RawFd, revents: Readiness) -> Result<Occurred> {
         match self.engine() {
@@ -174,6 +235,37 @@ impl EngineHandle {
 
     /// [`Engine::occurred_timeout`] through the handle; once the engine has
     /// been dropped, stale as in [`EngineHandle::occurred_fd`].
+    ///
+    /// ```
+    /// # use evnexus::{Engine, EngineHandle, Interest, OsEventHooks, Token};
+    /// # use std::{io, os::fd::RawFd, time::Instant};
+    /// /// The application's hooks: they keep the handle.
+    /// struct MyHooks(EngineHandle);
+    /// # impl OsEventHooks for MyHooks {
+    /// #     type FdReg = ();
+    /// #     type TimeoutReg = ();
+    /// #     fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> { Ok(()) }
+    /// #     fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> { Ok(()) }
+    /// #     fn fd_deregister(&self, _: RawFd, _: ()) {}
+    /// #     fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> { Ok(()) }
+    /// #     fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> { Ok(()) }
+    /// #     fn timeout_deregister(&self, _: ()) {}
+    /// # }
+    /// use evnexus::{Occurred, StaleReason};
+    /// use std::time::Duration;
+    /// # fn main() -> evnexus::Result<()> {
+    /// let mut handle = None;
+    /// let engine = Engine::with_hooks_fn(|h: EngineHandle| {
+    ///     handle = Some(h.clone());
+    ///     MyHooks(h)
+    /// });
+    /// let handle = handle.unwrap();
+    /// let token = engine.timer_after(Duration::ZERO, |_| println!("due"))?.into_token();
+    /// assert_eq!(handle.occurred_timeout(token)?, Occurred::Dispatched);
+    /// drop(engine);
+    /// assert_eq!(handle.occurred_timeout(token)?, Occurred::Stale(StaleReason::Generation));
+    /// # Ok(()) }
+    /// ```
     #[inline]
     pub fn occurred_timeout(&self, token: Token) -> Result<Occurred> {
         match self.engine() {
@@ -195,6 +287,39 @@ impl fmt::Debug for EngineHandle {
 /// [`Engine`]. While it exists, the engine's registrations stay live even
 /// if the application drops its engine meanwhile; they end when the last
 /// such reference is dropped.
+///
+/// ```
+/// # use evnexus::{Engine, EngineHandle, Interest, OsEventHooks, Token};
+/// # use std::{io, os::fd::RawFd, time::Instant};
+/// /// The application's hooks: they keep the handle.
+/// struct MyHooks(EngineHandle);
+/// # impl OsEventHooks for MyHooks {
+/// #     type FdReg = ();
+/// #     type TimeoutReg = ();
+/// #     fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> { Ok(()) }
+/// #     fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> { Ok(()) }
+/// #     fn fd_deregister(&self, _: RawFd, _: ()) {}
+/// #     fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> { Ok(()) }
+/// #     fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> { Ok(()) }
+/// #     fn timeout_deregister(&self, _: ()) {}
+/// # }
+/// use std::time::Duration;
+/// # fn main() -> evnexus::Result<()> {
+/// let mut handle = None;
+/// let engine = Engine::with_hooks_fn(|h: EngineHandle| {
+///     handle = Some(h.clone());
+///     MyHooks(h)
+/// });
+/// let handle = handle.unwrap();
+/// let timer = engine.timer_after(Duration::from_secs(60), |_| {})?;
+/// let engine_ref = handle.engine().expect("the engine is alive");
+/// drop(engine);
+/// // The reference holds the registrations: they end when it goes.
+/// assert!(timer.is_pending());
+/// drop(engine_ref);
+/// assert!(!timer.is_pending());
+/// # Ok(()) }
+/// ```
 pub struct EngineRef {
     shadow: StdArc<Shadow>,
 }

@@ -92,7 +92,33 @@ impl Builder {
     /// with an [`EngineHandle`] of the engine being built, and returns the
     /// hooks; sets the backend to [`BackendKind::Hooks`]. The hooks, and
     /// the application's threads they share the handle with, report events
-    /// through it. See [`Engine::with_hooks_fn`] for an example.
+    /// through it. [`Engine::with_hooks_fn`] does the same with the
+    /// default options, and calls `make` before it returns.
+    ///
+    /// ```
+    /// # use evnexus::{Interest, OsEventHooks, Token};
+    /// # use std::{io, os::fd::RawFd, time::Instant};
+    /// /// The application's hooks: they keep the handle.
+    /// struct MyHooks(EngineHandle);
+    /// # impl OsEventHooks for MyHooks {
+    /// #     type FdReg = ();
+    /// #     type TimeoutReg = ();
+    /// #     fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> { Ok(()) }
+    /// #     fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> { Ok(()) }
+    /// #     fn fd_deregister(&self, _: RawFd, _: ()) {}
+    /// #     fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> { Ok(()) }
+    /// #     fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> { Ok(()) }
+    /// #     fn timeout_deregister(&self, _: ()) {}
+    /// # }
+    /// use evnexus::{BackendKind, Engine, EngineHandle};
+    /// let engine = Engine::builder()
+    ///     .max_registrations(1000)
+    ///     .recheck_fds(true)
+    ///     .hooks_with(|handle: EngineHandle| MyHooks(handle))
+    ///     .build()?;
+    /// assert_eq!(engine.backend(), BackendKind::Hooks);
+    /// # Ok::<(), evnexus::Error>(())
+    /// ```
     pub fn hooks_with<H, F>(mut self, make: F) -> Builder
     where
         H: OsEventHooks,

@@ -182,6 +182,31 @@ impl<F: FnMut(&Tick<'_>) + Send + 'static> Link<F> {
 }
 
 /// What a periodic timer's callback receives: one run.
+///
+/// ```
+/// use evnexus::Engine;
+/// use std::time::{Duration, Instant};
+/// # fn main() -> evnexus::Result<()> {
+/// let engine = Engine::new()?;
+/// let first = Instant::now();
+/// let period = Duration::from_millis(1);
+/// let _t = engine.timer_every_at(first, period, move |tick| {
+///     // Run `index` of the schedule, due at `first + index * period`.
+///     assert_eq!(tick.deadline(), first + period * tick.index() as u32);
+///     assert!(Instant::now() >= tick.deadline());
+///     if tick.missed() > 0 {
+///         println!("{} runs skipped before run {}", tick.missed(), tick.index());
+///     }
+///     // This run's own one-shot timer has fired: its token is spent.
+///     assert_eq!(tick.engine().deregister(tick.token()).unwrap(), false);
+///     if tick.index() >= 2 {
+///         tick.stop(); // no run after this one
+///         tick.engine().stop();
+///     }
+/// })?;
+/// engine.run()?;
+/// # Ok(()) }
+/// ```
 pub struct Tick<'a> {
     engine: &'a Engine,
     token: Token,
@@ -262,6 +287,19 @@ pub struct Periodic {
 impl Periodic {
     /// Whether the timer will run again: it has not been cancelled or
     /// stopped, and its chain has not ended another way.
+    ///
+    /// ```
+    /// use evnexus::Engine;
+    /// use std::time::Duration;
+    /// # fn main() -> evnexus::Result<()> {
+    /// let engine = Engine::new()?;
+    /// let once = engine.timer_every(Duration::from_millis(1), |tick| tick.stop())?;
+    /// while once.is_active() {
+    ///     engine.run_once(None)?;
+    /// }
+    /// assert!(!once.cancel(), "it had stopped itself");
+    /// # Ok(()) }
+    /// ```
     pub fn is_active(&self) -> bool {
         !self.control.stopped.load(SeqCst) && !self.control.ended.load(SeqCst)
     }
@@ -276,6 +314,27 @@ impl Periodic {
     /// stopped already ([`Tick::stop`], a deregistration of its pending
     /// token, a panic in its callback, a next run that could not be
     /// registered, or the engine dropped).
+    ///
+    /// ```
+    /// use evnexus::Engine;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// # fn main() -> evnexus::Result<()> {
+    /// let engine = Engine::new()?;
+    /// let runs = Arc::new(AtomicU32::new(0));
+    /// let counted = Arc::clone(&runs);
+    /// let timer = engine.timer_every(Duration::from_millis(1), move |_| {
+    ///     counted.fetch_add(1, Ordering::SeqCst);
+    /// })?;
+    /// while runs.load(Ordering::SeqCst) < 3 {
+    ///     engine.run_once(None)?;
+    /// }
+    /// assert!(timer.cancel());
+    /// engine.run_once(Some(Duration::from_millis(5)))?;
+    /// assert_eq!(runs.load(Ordering::SeqCst), 3, "no run after cancel");
+    /// # Ok(()) }
+    /// ```
     pub fn cancel(mut self) -> bool {
         self.cancel_on_drop = false;
         self.stop()
