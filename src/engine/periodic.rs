@@ -108,7 +108,8 @@ impl<F> Drop for Link<F> {
         // chain ends here (stopped, cancelled, deregistered by token, the
         // engine dropped, the next link refused, or a panic). The callback
         // goes first, so that `ended` means "dropped".
-        if self.schedule.take().is_some() {
+        if let Some(schedule) = self.schedule.take() {
+            drop(schedule);
             self.control.ended.store(true, SeqCst);
         }
     }
@@ -520,5 +521,55 @@ impl Engine {
             control,
             cancel_on_drop: true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+    use std::time::{Duration, Instant};
+
+    fn schedule(period: Duration) -> Schedule<()> {
+        let first = Instant::now();
+        Schedule {
+            callback: (),
+            first,
+            period,
+            never: first + Duration::from_secs(1 << 40),
+        }
+    }
+
+    #[test]
+    fn run_k_is_due_at_first_plus_k_periods_and_past_the_clock_never() {
+        let s = schedule(Duration::from_millis(3));
+        assert_eq!(s.deadline(0), s.first);
+        assert_eq!(s.deadline(7), s.first + Duration::from_millis(21));
+        // Far beyond a u32 of periods: computed, not accumulated.
+        let k = 5_000_000_000u64;
+        assert_eq!(
+            s.deadline(k),
+            s.first + Duration::from_millis(3) * 1_000_000 * 5_000
+        );
+        assert_eq!(s.deadline(u64::MAX), s.never, "k * period overflows");
+        let huge = schedule(Duration::MAX);
+        assert_eq!(huge.deadline(0), huge.first);
+        assert_eq!(huge.deadline(1), huge.never);
+    }
+
+    #[test]
+    fn the_next_run_is_the_following_one_or_the_first_still_in_the_future() {
+        let p = Duration::from_millis(10);
+        let s = schedule(p);
+        // On time (or the application's loop reporting early): k + 1.
+        assert_eq!(s.next(0, s.first), 1);
+        assert_eq!(s.next(0, s.first + p / 2), 1);
+        assert_eq!(s.next(4, s.first), 5);
+        // Returned after runs 1 and 2 were due: they are skipped.
+        assert_eq!(s.next(0, s.first + p * 2 + p / 2), 3);
+        // A run due exactly now is not in the future: skipped too.
+        assert_eq!(s.next(0, s.first + p * 3), 4);
+        // Never backwards, never the same run twice.
+        assert_eq!(s.next(9, s.first + p * 3), 10);
+        assert_eq!(s.next(u64::MAX - 1, s.first), u64::MAX);
     }
 }
