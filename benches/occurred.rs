@@ -4,7 +4,10 @@
 //! Group `occurred`; ids `<impl>/<op>/<mode>` with
 //! - `<impl>`: `evnexus` (hooks engine, no-op hooks, no fd re-check),
 //!   `evnexus-recheck` (the same with `Builder::recheck_fds(true)`: one
-//!   `poll(fd, 0)` per fd event, fd ops only), `libxl-model` (global ctx
+//!   `poll(fd, 0)` per fd event, fd ops only), `evnexus-handle` (the
+//!   `evnexus` engine built with `Engine::with_hooks_fn`, every report
+//!   through `EngineHandle::occurred_*`: a weak reference upgraded and
+//!   released per report), `libxl-model` (global ctx
 //!   lock, never-freed nexus pool, `poll(fd, 0)` re-check, callback under
 //!   the lock: see `support::LibxlModel`);
 //! - `<op>`: `fd_live` (a readable socketpair end, its watch live),
@@ -23,7 +26,9 @@
 mod support;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use evnexus::{Engine, FdWatch, Interest, Occurred, Readiness, StaleReason, Timer, Token};
+use evnexus::{
+    Engine, EngineHandle, FdWatch, Interest, Occurred, Readiness, StaleReason, Timer, Token,
+};
 use std::hint::black_box;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -76,6 +81,8 @@ impl Fds {
 
 struct Evnexus {
     engine: Engine,
+    /// Reports go through this handle when there is one.
+    handle: Option<EngineHandle>,
     fds: Fds,
     _watches: Vec<FdWatch>,
     live: [u64; 2],
@@ -91,6 +98,23 @@ impl Evnexus {
             .recheck_fds(recheck)
             .build()
             .expect("hooks engine");
+        Evnexus::with(engine, None)
+    }
+
+    /// Hooks that get a handle; every report goes through it.
+    fn via_handle() -> Evnexus {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine = Engine::builder()
+            .hooks_with(move |handle| {
+                tx.send(handle).expect("the handle");
+                NoHooks
+            })
+            .build()
+            .expect("hooks engine");
+        Evnexus::with(engine, Some(rx.recv().expect("the handle")))
+    }
+
+    fn with(engine: Engine, handle: Option<EngineHandle>) -> Evnexus {
         let fds = Fds::new();
         let far = support::far_future();
         let watch = |fd: RawFd| {
@@ -116,6 +140,7 @@ impl Evnexus {
         });
         Evnexus {
             engine,
+            handle,
             fds,
             _watches: watches,
             live,
@@ -146,10 +171,11 @@ impl Reporter for Evnexus {
     }
     #[inline]
     fn occurred_fd(&self, token: u64, fd: RawFd) -> Outcome {
-        outcome(
-            self.engine
-                .occurred_fd(Token::from_u64(token), fd, Readiness::READABLE),
-        )
+        let token = Token::from_u64(token);
+        outcome(match &self.handle {
+            Some(h) => h.occurred_fd(token, fd, Readiness::READABLE),
+            None => self.engine.occurred_fd(token, fd, Readiness::READABLE),
+        })
     }
     fn register_timeout(&self) -> (u64, Timer) {
         let t = self.engine.timer_at(self.far, |_| {}).expect("timer_at");
@@ -160,7 +186,11 @@ impl Reporter for Evnexus {
     }
     #[inline]
     fn occurred_timeout(&self, token: u64) -> Outcome {
-        outcome(self.engine.occurred_timeout(Token::from_u64(token)))
+        let token = Token::from_u64(token);
+        outcome(match &self.handle {
+            Some(h) => h.occurred_timeout(token),
+            None => self.engine.occurred_timeout(token),
+        })
     }
 }
 
@@ -384,6 +414,7 @@ fn occurred(c: &mut Criterion) {
     bench_reporter(c, "evnexus", &evnexus, true);
     drop(evnexus);
     bench_reporter(c, "evnexus-recheck", &Evnexus::new(true), false);
+    bench_reporter(c, "evnexus-handle", &Evnexus::via_handle(), true);
     bench_reporter(c, "libxl-model", &Libxl::new(), true);
 }
 

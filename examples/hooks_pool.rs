@@ -3,14 +3,18 @@
 //! that deliver its reports (libvirt's event loop driving libxl).
 //!
 //! - The **hooks** keep the registrations in the application's own table
-//!   and wake its loop thread whenever the table changes.
+//!   and wake its loop thread whenever the table changes. They are built
+//!   by the engine ([`Engine::with_hooks_fn`]) with an [`EngineHandle`],
+//!   which the application's side keeps: its threads report through it,
+//!   without a reference to the engine.
 //! - The **loop thread** `poll()`s the table's fds, and hands each ready fd
 //!   (and each due timeout) to the pool as a report. An fd whose report is
 //!   with the pool is left out of `poll()` until the report has been
 //!   delivered, so a level-triggered fd is not reported over and over.
-//! - The **delivery threads** call `occurred_fd` / `occurred_timeout`,
-//!   whenever they get to it: a report for a registration that has ended
-//!   meanwhile is rejected by the engine as stale.
+//! - The **delivery threads** take what the queue holds as a batch, and
+//!   report it through the handle ([`EngineHandle::engine`], once per
+//!   batch), whenever they get to it: a report for a registration that
+//!   has ended meanwhile is rejected by the engine as stale.
 //!
 //! The work: `domains` channels (socket pairs); the engine owns one end of
 //! each ([`Engine::register_owned`]), a feeder thread writes `messages`
@@ -19,7 +23,9 @@
 //!
 //! Run: `cargo run --release --example hooks_pool -- [domains] [messages] [threads]`.
 
-use evnexus::{Engine, Interest, Occurred, OsEventHooks, OwnedFdWatch, Readiness, Token};
+use evnexus::{
+    Engine, EngineHandle, Interest, Occurred, OsEventHooks, OwnedFdWatch, Readiness, Token,
+};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -41,25 +47,36 @@ struct Table {
     in_flight: HashSet<Token>,
 }
 
-/// The application's loop: its table, and the pipe that wakes it.
+/// The application's loop: its table, the pipe that wakes it, and the
+/// handle of the engine it serves.
 struct AppLoop {
     table: Mutex<Table>,
     wake_rx: UnixStream,
     wake_tx: UnixStream,
     stop: AtomicBool,
+    engine: EngineHandle,
 }
 
 impl AppLoop {
-    fn new() -> io::Result<AppLoop> {
+    /// An engine whose hooks are this application's loop, and the loop.
+    fn with_engine() -> io::Result<(Engine, Arc<AppLoop>)> {
         let (wake_rx, wake_tx) = UnixStream::pair()?;
         wake_rx.set_nonblocking(true)?;
         wake_tx.set_nonblocking(true)?;
-        Ok(AppLoop {
-            table: Mutex::default(),
-            wake_rx,
-            wake_tx,
-            stop: AtomicBool::new(false),
-        })
+        let mut app = None;
+        let engine = Engine::with_hooks_fn(|handle| {
+            let a = Arc::new(AppLoop {
+                table: Mutex::default(),
+                wake_rx,
+                wake_tx,
+                stop: AtomicBool::new(false),
+                engine: handle,
+            });
+            app = Some(Arc::clone(&a));
+            Hooks(a)
+        });
+        let app = app.expect("with_hooks_fn calls its closure");
+        Ok((engine, app))
     }
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
@@ -187,31 +204,46 @@ struct Tally {
     stale: AtomicU64,
 }
 
-/// A delivery thread: takes reports from the shared queue until it closes.
-fn deliver(engine: &Engine, app: &AppLoop, queue: &Mutex<mpsc::Receiver<Report>>, tally: &Tally) {
+/// A delivery thread: takes batches of reports from the shared queue until
+/// it closes, and hands each batch to the engine through the handle.
+fn deliver(app: &AppLoop, queue: &Mutex<mpsc::Receiver<Report>>, tally: &Tally) {
+    let mut batch = Vec::new();
     loop {
-        let report = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let outcome = match report {
-            Err(_) => return,
-            Ok(Report::Fd(token, fd, readiness)) => {
-                let outcome = engine.occurred_fd(token, fd, readiness);
-                app.table().in_flight.remove(&token);
-                app.wake();
-                outcome
+        {
+            let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+            match queue.recv() {
+                Ok(first) => batch.push(first),
+                Err(_) => return,
             }
-            Ok(Report::Timeout(token)) => engine.occurred_timeout(token),
+            batch.extend(queue.try_iter().take(63));
+        }
+        // One reference for the batch. `None`: the engine is gone, and
+        // every registration with it.
+        let Some(engine) = app.engine.engine() else {
+            return;
         };
-        // Relaxed: counts, read after the threads are joined.
-        let counter = match outcome {
-            Ok(Occurred::Dispatched) => &tally.dispatched,
-            Ok(Occurred::Deferred) => &tally.deferred,
-            Ok(Occurred::Stale(_) | Occurred::Suppressed) => &tally.stale,
-            Err(e) => {
-                eprintln!("hooks_pool: a callback failed: {e}");
-                &tally.stale
-            }
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        for report in batch.drain(..) {
+            let outcome = match report {
+                Report::Fd(token, fd, readiness) => {
+                    let outcome = engine.occurred_fd(token, fd, readiness);
+                    app.table().in_flight.remove(&token);
+                    app.wake();
+                    outcome
+                }
+                Report::Timeout(token) => engine.occurred_timeout(token),
+            };
+            // Relaxed: counts, read after the threads are joined.
+            let counter = match outcome {
+                Ok(Occurred::Dispatched) => &tally.dispatched,
+                Ok(Occurred::Deferred) => &tally.deferred,
+                Ok(Occurred::Stale(_) | Occurred::Suppressed) => &tally.stale,
+                Err(e) => {
+                    eprintln!("hooks_pool: a callback failed: {e}");
+                    &tally.stale
+                }
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -235,8 +267,7 @@ pub fn run(
     threads: usize,
     limit: Duration,
 ) -> io::Result<Summary> {
-    let app = Arc::new(AppLoop::new()?);
-    let engine = Engine::with_hooks(Hooks(Arc::clone(&app)));
+    let (engine, app) = AppLoop::with_engine()?;
     let read = Arc::new(AtomicU64::new(0));
     let fired = Arc::new(AtomicU64::new(0));
     let mut guests = Vec::new();
@@ -276,7 +307,7 @@ pub fn run(
             move || run_loop(app, &tx)
         });
         for _ in 0..threads {
-            s.spawn(|| deliver(&engine, &app, &queue, &tally));
+            s.spawn(|| deliver(&app, &queue, &tally));
         }
         let feeder = s.spawn(move || -> io::Result<u64> {
             let mut written = 0;

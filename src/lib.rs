@@ -65,6 +65,14 @@
 //! # Ok::<(), evnexus::Error>(())
 //! ```
 //!
+//! The hooks above report through the engine itself. Hooks built with
+//! [`Engine::with_hooks_fn`] (or [`Builder::hooks_with`]) get an
+//! [`EngineHandle`] instead, which the application's own threads report
+//! through ([`EngineHandle::occurred_fd`], or [`EngineHandle::engine`] once
+//! per batch): no `&Engine` to pass around, and no reference cycle, since
+//! the handle does not keep the engine alive (after it is dropped, a report
+//! is [`Occurred::Stale`]).
+//!
 //! Applications whose loop is a plain `poll()` use [`Engine::beforepoll`]
 //! and [`Engine::afterpoll`] instead of hooks.
 //!
@@ -95,7 +103,72 @@
 //! Level-triggered watches (the default) run again while the condition
 //! holds; [`Interest::EDGE`] asks for one run per edge. Registrations and
 //! changes from any thread take effect while the loop waits; [`Waker`]
-//! interrupts the wait; [`Engine::watch_child`] reports a child's exit.
+//! interrupts the wait.
+//!
+//! ## What can be watched
+//!
+//! - **fds, I/O-safe.** [`Engine::register`] borrows any [`AsFd`] value:
+//!   the fd cannot be closed while the watch exists (the compiler says
+//!   so). [`Engine::register_owned`] takes the value and closes it only
+//!   after its kernel entry is gone, so "closed while registered" cannot
+//!   happen; [`OwnedFdWatch::into_inner`] gives it back.
+//!   [`Engine::register_fd`] takes a raw number, for hook-style and C code.
+//! - **Signals.** [`Engine::watch_signal`] runs a callback per signal,
+//!   through a signalfd, on every backend. Block the signal first, in the
+//!   main thread before any other thread exists ([`block_signals`]).
+//! - **Children.** [`Engine::watch_child`] reports a child's exit status,
+//!   through its pidfd.
+//!
+//! ## Timers
+//!
+//! - **One-shot:** [`Engine::timer_at`] / [`Engine::timer_after`] return a
+//!   [`Timer`], which cancels the timer when dropped.
+//! - **Fire-and-forget:** [`Engine::timer_after_detached`] (or
+//!   [`Timer::into_token`]) keeps no handle: the timer runs once, unless
+//!   [`Engine::deregister`] cancels it by token first.
+//! - **Periodic:** [`Engine::timer_every`] runs a callback every period
+//!   without drift: run `k` is due at `first + k * period`, however late
+//!   the runs before it were. A loop that falls behind skips the runs
+//!   whose time has passed and says so ([`Tick::missed`]); the
+//!   [`Periodic`] handle cancels it, [`Tick::stop`] ends it from inside,
+//!   [`Periodic::detach`] lets it run on its own.
+//!
+//! ```
+//! use evnexus::Engine;
+//! use std::time::{Duration, Instant};
+//!
+//! let engine = Engine::new()?;
+//! let start = Instant::now();
+//! let period = Duration::from_millis(2);
+//! let _heartbeat = engine.timer_every(period, move |tick| {
+//!     // Run n (from 0) is due at start + (n + 1) * period, and never early.
+//!     assert!(Instant::now() >= start + period * (tick.index() as u32 + 1));
+//!     if tick.index() == 9 {
+//!         tick.engine().stop();
+//!     }
+//! })?;
+//! engine.run()?; // ten beats
+//! # Ok::<(), evnexus::Error>(())
+//! ```
+//!
+//! ## Handles and tokens
+//!
+//! Every registration has a handle that ends it when dropped
+//! ([`FdWatch`], [`Timer`], [`Periodic`], ...) and a [`Token`]. Code that
+//! keeps tokens rather than handles (a C caller, a table of its own) lets
+//! go of the handle with [`FdWatch::into_token`] or [`Timer::into_token`]
+//! and works by token: [`Engine::deregister`], [`Engine::modify_fd`],
+//! [`Engine::reset_timer`]. Each is safe with any `u64`: a token that names
+//! no live registration of the right kind touches nothing.
+//!
+//! ## Nesting in another loop
+//!
+//! An engine with a built-in loop can itself be carried by a host loop
+//! (GLib, sd-event, tokio, a plain `poll()`): the host watches the engine's
+//! fd (`Engine` is [`AsFd`]) for readability, sleeps at most
+//! [`Engine::next_timeout`], and then calls
+//! `engine.run_once(Some(Duration::ZERO))`. A host that watches fds
+//! edge-triggered turns the engine until a turn dispatches nothing.
 //!
 //! ## Guarantees
 //!
@@ -185,8 +258,13 @@ pub use base::token::{Generation, StaleReason, Token, MAX_SLOTS};
 pub use dispatch::{BackendKind, Occurred};
 pub use engine::child::{ChildEvent, ChildWatch};
 pub use engine::fd::{FdEvent, FdWatch};
+pub use engine::handle::{EngineHandle, EngineRef};
 pub use engine::io_safety::{BorrowedFdWatch, OwnedFdWatch};
+pub use engine::periodic::{Periodic, Tick};
 pub use engine::poll::PollSet;
 pub use engine::signal::{block_signals, SignalEvent, SignalWatch};
 pub use engine::timer::{Timer, TimerEvent};
 pub use engine::{Builder, Engine, Waker};
+
+#[cfg(doc)]
+use std::os::fd::AsFd;

@@ -1,25 +1,23 @@
 //! Fire-and-forget one-shot timers: [`Engine::timer_at_detached`] and
 //! [`Engine::timer_after_detached`].
 //!
-//! A [`Timer`] handle cancels its timer when dropped. A detached timer has
-//! no handle for the caller: its handle is kept in the timer's own
-//! callback, so the registration owns itself. It ends in one of three ways,
-//! each of which drops the callback and the handle inside it:
+//! A [`Timer`] handle cancels its timer when dropped. A detached timer is
+//! one whose handle was let go of at once ([`Timer::into_token`]): nothing
+//! outside the engine refers to it but its token. It ends in one of three
+//! ways, each of which drops the callback with its captures:
 //!
-//! - it fires: the callback runs once and is dropped with its captures;
+//! - it fires: the callback runs once and is dropped;
 //! - [`Engine::deregister`] with its token cancels it;
 //! - the engine is dropped, which ends every registration still live.
-//!
-//! The handle inside the callback holds a reference to the engine's
-//! internals; that cycle is broken by each of the three, so nothing leaks
-//! while the [`Engine`] itself is dropped at some point.
 
 use crate::base::error::Result;
 use crate::base::token::Token;
-use crate::engine::timer::{Timer, TimerEvent};
+use crate::engine::timer::TimerEvent;
 use crate::engine::Engine;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+#[cfg(doc)]
+use crate::engine::timer::Timer;
 
 impl Engine {
     /// A one-shot timer at `deadline` that runs without a handle: `callback`
@@ -45,8 +43,7 @@ impl Engine {
     where
         F: FnOnce(&TimerEvent<'_>) + Send + 'static,
     {
-        let (own, callback) = self_owning(callback);
-        Ok(adopt(own, self.timer_at(deadline, callback)?))
+        Ok(self.timer_at(deadline, callback)?.into_token())
     }
 
     /// A one-shot timer `delay` from now that runs without a handle (see
@@ -69,39 +66,6 @@ impl Engine {
     where
         F: FnOnce(&TimerEvent<'_>) + Send + 'static,
     {
-        let (own, callback) = self_owning(callback);
-        Ok(adopt(own, self.timer_after(delay, callback)?))
+        Ok(self.timer_after(delay, callback)?.into_token())
     }
-}
-
-/// Wraps `callback` so that it keeps its own registration's handle: the
-/// cell the handle goes into, and the callback to register.
-fn self_owning<F>(callback: F) -> (Arc<OnceLock<Timer>>, impl FnOnce(&TimerEvent<'_>) + Send)
-where
-    F: FnOnce(&TimerEvent<'_>) + Send + 'static,
-{
-    let own = Arc::new(OnceLock::new());
-    let keep = Arc::clone(&own);
-    let wrapped = move |ev: &TimerEvent<'_>| {
-        // The handle lives as long as this closure: it is dropped after
-        // the callback, or with the closure if the timer is cancelled (its
-        // drop then finds the timer ended already and does nothing).
-        let _own: Arc<OnceLock<Timer>> = keep;
-        callback(ev);
-    };
-    (own, wrapped)
-}
-
-/// Puts the registration's handle into its callback's cell; returns its
-/// token.
-fn adopt(own: Arc<OnceLock<Timer>>, timer: Timer) -> Token {
-    let token = timer.token();
-    // If the timer fired (or was cancelled by token) before this line, its
-    // callback has let go of its `Arc` already, so the handle is dropped
-    // with `own` here, and its deregistration finds the timer ended and
-    // does nothing. Otherwise the callback's `Arc` keeps it. The cell is
-    // set only here, so `set` cannot fail; were it set, the value would be
-    // dropped all the same.
-    let _ = own.set(timer);
-    token
 }

@@ -139,6 +139,33 @@ impl FdWatch {
         ended(self.core.deregister(self.token))
         // Drop then finds the generation gone: one load, no second effect.
     }
+
+    /// Lets go of the handle without ending the watch, and returns its
+    /// token. The watch goes on until [`Engine::deregister`] with the
+    /// token, its callback deregisters it (or panics), or the engine is
+    /// dropped; [`Engine::modify_fd`] changes it by token. For code that
+    /// keeps tokens rather than handles (a C caller, a table of its own).
+    ///
+    /// ```
+    /// use evnexus::{Engine, Interest};
+    /// use std::os::fd::AsRawFd;
+    /// # fn main() -> evnexus::Result<()> {
+    /// let engine = Engine::new()?;
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let token = engine.register_fd(a.as_raw_fd(), Interest::READABLE, |_| {})?.into_token();
+    /// engine.modify_fd(token, Interest::READABLE | Interest::WRITABLE)?;
+    /// assert_eq!(engine.deregister(token)?, true); // before `a` closes
+    /// # Ok(()) }
+    /// ```
+    pub fn into_token(self) -> Token {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used after this line but for
+        // its `Copy` token, so its `core` is moved out exactly once (and
+        // dropped at the end of this statement): the engine's reference
+        // count goes down, the watch is left alone.
+        drop(unsafe { std::ptr::read(&this.core) });
+        this.token
+    }
 }
 
 impl Drop for FdWatch {

@@ -25,14 +25,18 @@ pub(crate) mod callback;
 pub(crate) mod child;
 pub(crate) mod detached;
 pub(crate) mod fd;
+pub(crate) mod handle;
 pub(crate) mod io_safety;
 pub(crate) mod nest;
+pub(crate) mod periodic;
 pub(crate) mod poll;
 pub(crate) mod signal;
 pub(crate) mod timer;
+pub(crate) mod tokens;
 
 use callback::Callback;
 use fd::{FdEvent, FdWatch};
+use handle::{EngineHandle, Shadow};
 use timer::{Timer, TimerEvent};
 
 /// The dispatch core with this facade's callbacks.
@@ -59,10 +63,11 @@ enum Driven {
 /// ```
 #[must_use]
 pub struct Builder {
-    hooks: Option<StdArc<dyn Backend>>,
+    hooks: Option<Hooks<'static>>,
     kind: Option<BackendKind>,
     ring_entries: u32,
     inject_uring_error: Option<i32>,
+    inject_pwait2_error: Option<i32>,
     no_epoll_wait_op: bool,
     recheck: bool,
     limit: usize,
@@ -73,7 +78,49 @@ impl Builder {
     /// Carry registrations in the application's own loop (see
     /// [`OsEventHooks`]); sets the backend to [`BackendKind::Hooks`].
     pub fn hooks<H: OsEventHooks>(mut self, hooks: H) -> Builder {
-        self.hooks = Some(StdArc::new(HooksBackend(hooks)));
+        self.hooks = Some(Hooks::Plain(StdArc::new(HooksBackend(hooks))));
+        self.kind = Some(BackendKind::Hooks);
+        self
+    }
+
+    /// Carry registrations in the application's own loop, with hooks that
+    /// know their engine: `make` is called once, by [`Builder::build`],
+    /// with an [`EngineHandle`] of the engine being built, and returns the
+    /// hooks; sets the backend to [`BackendKind::Hooks`]. The hooks, and
+    /// the application's threads they share the handle with, report events
+    /// through it. [`Engine::with_hooks_fn`] does the same with the
+    /// default options, and calls `make` before it returns.
+    ///
+    /// ```
+    /// # use evnexus::{Interest, OsEventHooks, Token};
+    /// # use std::{io, os::fd::RawFd, time::Instant};
+    /// /// The application's hooks: they keep the handle.
+    /// struct MyHooks(EngineHandle);
+    /// # impl OsEventHooks for MyHooks {
+    /// #     type FdReg = ();
+    /// #     type TimeoutReg = ();
+    /// #     fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> { Ok(()) }
+    /// #     fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> { Ok(()) }
+    /// #     fn fd_deregister(&self, _: RawFd, _: ()) {}
+    /// #     fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> { Ok(()) }
+    /// #     fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> { Ok(()) }
+    /// #     fn timeout_deregister(&self, _: ()) {}
+    /// # }
+    /// use evnexus::{BackendKind, Engine, EngineHandle};
+    /// let engine = Engine::builder()
+    ///     .max_registrations(1000)
+    ///     .recheck_fds(true)
+    ///     .hooks_with(|handle: EngineHandle| MyHooks(handle))
+    ///     .build()?;
+    /// assert_eq!(engine.backend(), BackendKind::Hooks);
+    /// # Ok::<(), evnexus::Error>(())
+    /// ```
+    pub fn hooks_with<H, F>(mut self, make: F) -> Builder
+    where
+        H: OsEventHooks,
+        F: FnOnce(EngineHandle) -> H + Send + 'static,
+    {
+        self.hooks = Some(Hooks::with_handle(make));
         self.kind = Some(BackendKind::Hooks);
         self
     }
@@ -106,6 +153,16 @@ impl Builder {
     #[doc(hidden)]
     pub fn inject_uring_setup_error(mut self, errno: i32) -> Builder {
         self.inject_uring_error = Some(errno);
+        self
+    }
+
+    /// Testing aid: `epoll_pwait2` fails with this errno in the epoll loop
+    /// (asked for, or fallen back to), as on a kernel without it (ENOSYS)
+    /// or under a seccomp profile that refuses it (EPERM).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn inject_epoll_pwait2_error(mut self, errno: i32) -> Builder {
+        self.inject_pwait2_error = Some(errno);
         self
     }
 
@@ -150,7 +207,13 @@ impl Builder {
     /// Builds the engine. Fails if the chosen backend cannot be set up (an
     /// epoll or eventfd descriptor cannot be created, io_uring was asked
     /// for explicitly and refused, hooks were asked for without hooks).
-    pub fn build(self) -> Result<Engine> {
+    pub fn build(mut self) -> Result<Engine> {
+        let hooks = self.hooks.take();
+        self.build_with(hooks)
+    }
+
+    /// [`Builder::build`] with `hooks` in place of the builder's own.
+    fn build_with(self, hooks: Option<Hooks<'_>>) -> Result<Engine> {
         let clock = Clock::new();
         let builtin = |b: StdArc<dyn BuiltinLoop>, c: StdArc<dyn Backend>| (c, Driven::Builtin(b));
         let uring = |strict: bool| -> Result<(StdArc<dyn Backend>, Driven)> {
@@ -168,26 +231,11 @@ impl Builder {
                     Ok(builtin(b.clone(), b))
                 }
                 Err(e) if !strict && refuses_io_uring(&e) => {
-                    let b = StdArc::new(Builtin::new(base, EpollWaiter::new(), clock));
+                    let waiter = EpollWaiter::new(self.inject_pwait2_error);
+                    let b = StdArc::new(Builtin::new(base, waiter, clock));
                     Ok(builtin(b.clone(), b))
                 }
                 Err(e) => Err(Error::Backend(e)),
-            }
-        };
-        let (backend, driven): (StdArc<dyn Backend>, Driven) = match (self.kind, self.hooks) {
-            (Some(BackendKind::Hooks), Some(hooks)) => (hooks, Driven::Hooks),
-            (Some(BackendKind::Hooks), None) => {
-                return Err(Error::Unsupported(Unsupported::HooksMissing))
-            }
-            (None, _) => uring(false)?,
-            (Some(BackendKind::Uring), _) => uring(true)?,
-            (Some(BackendKind::Epoll), _) => {
-                let b = StdArc::new(Builtin::new(LoopBase::new()?, EpollWaiter::new(), clock));
-                builtin(b.clone(), b)
-            }
-            (Some(BackendKind::Poll), _) => {
-                let p = StdArc::new(PollBackend::new()?);
-                (p.clone(), Driven::Poll(p))
             }
         };
         let options = Options {
@@ -195,21 +243,80 @@ impl Builder {
             limit: self.limit,
             first_generation: self.first_generation,
         };
+        let (backend, driven): (StdArc<dyn Backend>, Driven) = match (self.kind, hooks) {
+            (Some(BackendKind::Hooks), Some(Hooks::Plain(hooks))) => (hooks, Driven::Hooks),
+            (Some(BackendKind::Hooks), Some(Hooks::WithHandle(make))) => {
+                return Ok(Shadow::build(|handle| {
+                    Arc::new(Core::new(make(handle), clock, options))
+                }));
+            }
+            (Some(BackendKind::Hooks), None) => {
+                return Err(Error::Unsupported(Unsupported::HooksMissing))
+            }
+            (None, _) => uring(false)?,
+            (Some(BackendKind::Uring), _) => uring(true)?,
+            (Some(BackendKind::Epoll), _) => {
+                let waiter = EpollWaiter::new(self.inject_pwait2_error);
+                let b = StdArc::new(Builtin::new(LoopBase::new()?, waiter, clock));
+                builtin(b.clone(), b)
+            }
+            (Some(BackendKind::Poll), _) => {
+                let p = StdArc::new(PollBackend::new()?);
+                (p.clone(), Driven::Poll(p))
+            }
+        };
         Ok(Engine {
             core: Arc::new(Core::new(backend, clock, options)),
             driven,
+            life: Life::Owner,
         })
     }
+}
+
+/// The hooks a [`Builder`] was given.
+enum Hooks<'a> {
+    /// Built already ([`Builder::hooks`]).
+    Plain(StdArc<dyn Backend>),
+    /// Built by the engine, with a handle of it ([`Builder::hooks_with`]).
+    WithHandle(Box<dyn FnOnce(EngineHandle) -> StdArc<dyn Backend> + Send + 'a>),
+}
+
+impl<'a> Hooks<'a> {
+    fn with_handle<H, F>(make: F) -> Hooks<'a>
+    where
+        H: OsEventHooks,
+        F: FnOnce(EngineHandle) -> H + Send + 'a,
+    {
+        Hooks::WithHandle(Box::new(move |handle| {
+            StdArc::new(HooksBackend(make(handle))) as StdArc<dyn Backend>
+        }))
+    }
+}
+
+/// Who ends an engine's registrations, and when.
+enum Life {
+    /// The engine the application built: dropping it ends them.
+    Owner,
+    /// The engine the application built, whose hooks hold an
+    /// [`EngineHandle`]: the [`Shadow`] ends them when the last of this
+    /// engine and the handles' reports in progress lets go of it.
+    Shared(StdArc<Shadow>),
+    /// The shadow engine that an [`EngineHandle`] lends: dropping it ends
+    /// nothing.
+    Shadow,
 }
 
 /// The event engine: `Send + Sync`, every method takes `&self`.
 ///
 /// Dropping the engine ends every registration still live (telling the
 /// backend, dropping the callbacks); handles that outlive it find their
-/// registrations gone.
+/// registrations gone. (With hooks that hold an [`EngineHandle`], a
+/// report through the handle in progress on another thread at that
+/// moment defers this until it returns.)
 pub struct Engine {
     core: Arc<EngineCore>,
     driven: Driven,
+    life: Life,
 }
 
 impl Engine {
@@ -227,6 +334,7 @@ impl Engine {
             kind: None,
             ring_entries: 256,
             inject_uring_error: None,
+            inject_pwait2_error: None,
             no_epoll_wait_op: false,
             recheck: false,
             limit: MAX_SLOTS,
@@ -239,6 +347,67 @@ impl Engine {
         Engine::builder()
             .hooks(hooks)
             .build()
+            .expect("building a hooks engine performs no fallible step")
+    }
+
+    /// An engine whose registrations the application's own loop carries,
+    /// with hooks that know their engine: `make` is called once, before
+    /// this returns, with an [`EngineHandle`] of the new engine, and
+    /// returns the hooks. The handle reports events from the application's
+    /// threads without a reference to the engine and without keeping it
+    /// alive (see [`EngineHandle`]). [`Builder::hooks_with`] does the same
+    /// with other options.
+    ///
+    /// ```
+    /// use evnexus::{Engine, EngineHandle, Interest, Occurred, OsEventHooks, Readiness, Token};
+    /// use std::io;
+    /// use std::os::fd::{AsRawFd, RawFd};
+    /// use std::sync::mpsc;
+    /// use std::time::Instant;
+    ///
+    /// /// Hooks that hand each fd registration to the application's loop
+    /// /// thread, which reports through the handle.
+    /// struct Hooks {
+    ///     handle: EngineHandle,
+    ///     to_loop: mpsc::Sender<(EngineHandle, Token, RawFd)>,
+    /// }
+    ///
+    /// impl OsEventHooks for Hooks {
+    ///     type FdReg = ();
+    ///     type TimeoutReg = ();
+    ///     fn fd_register(&self, fd: RawFd, _: Interest, token: Token) -> io::Result<()> {
+    ///         let _ = self.to_loop.send((self.handle.clone(), token, fd));
+    ///         Ok(())
+    ///     }
+    ///     fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> { Ok(()) }
+    ///     fn fd_deregister(&self, _: RawFd, _: ()) {}
+    ///     fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> { Ok(()) }
+    ///     fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> { Ok(()) }
+    ///     fn timeout_deregister(&self, _: ()) {}
+    /// }
+    ///
+    /// let (to_loop, from_hooks) = mpsc::channel();
+    /// let engine = Engine::with_hooks_fn(|handle| Hooks { handle, to_loop });
+    /// let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let _watch = engine.register_fd(a.as_raw_fd(), Interest::WRITABLE, |ev| {
+    ///     println!("{} is writable", ev.fd());
+    /// })?;
+    /// // The application's loop thread: no `&Engine` in sight.
+    /// let reporter = std::thread::spawn(move || {
+    ///     let (handle, token, fd) = from_hooks.recv().unwrap();
+    ///     handle.occurred_fd(token, fd, Readiness::WRITABLE)
+    /// });
+    /// assert_eq!(reporter.join().unwrap()?, Occurred::Dispatched);
+    /// # Ok::<(), evnexus::Error>(())
+    /// ```
+    pub fn with_hooks_fn<H, F>(make: F) -> Engine
+    where
+        H: OsEventHooks,
+        F: FnOnce(EngineHandle) -> H + Send,
+    {
+        Engine::builder()
+            .backend(BackendKind::Hooks)
+            .build_with(Some(Hooks::with_handle(make)))
             .expect("building a hooks engine performs no fallible step")
     }
 
@@ -404,48 +573,6 @@ impl Engine {
         });
     }
 
-    /// Ends the registration named by `token`, whatever its kind (fd
-    /// watch, timer, child watch): the handle's `deregister`/`cancel` by
-    /// token, for code that keeps tokens rather than handles (a C caller,
-    /// an application loop). Safe with any `u64`: a token that names no
-    /// live registration (ended already, stale, forged, out of range) is
-    /// `Ok(false)` and touches nothing.
-    ///
-    /// - `Ok(true)`: this call ended the registration. Its callback will
-    ///   not start again. From outside any evnexus callback, the call has
-    ///   also waited for a run in progress on another thread to return,
-    ///   the backend has been told (the hook called, the kernel entry
-    ///   removed) and the callback dropped. From inside a callback or hook
-    ///   it does not wait (see the crate docs, "Deregistration"); if another
-    ///   thread is modifying the registration at that moment, that thread
-    ///   tells the backend when its modify's backend call returns (and the
-    ///   modify returns [`Error::Gone`]).
-    /// - `Err(`[`Error::ClosedWhileRegistered`]`)`: this call ended the
-    ///   registration as above, but its fd had been closed while still
-    ///   registered, so its kernel entry could not be removed: it was gone
-    ///   already, or it belongs to a newer watch of the same fd number
-    ///   (and was left alone), or another descriptor keeps it (see
-    ///   [`Engine::register_fd`]). Counted in
-    ///   [`Stats::closed_while_registered`].
-    ///
-    /// ```
-    /// use evnexus::{Engine, Token};
-    /// use std::time::Duration;
-    /// # fn main() -> evnexus::Result<()> {
-    /// let engine = Engine::new()?;
-    /// let token = engine.timer_after(Duration::from_secs(60), |_| {})?.token();
-    /// // (Dropping the handle above cancelled that timer already.)
-    /// assert_eq!(engine.deregister(token)?, false);
-    /// let timer = engine.timer_after(Duration::from_secs(60), |_| {})?;
-    /// assert_eq!(engine.deregister(timer.token())?, true);
-    /// assert!(!timer.is_pending());
-    /// assert_eq!(engine.deregister(Token::from_u64(u64::MAX))?, false);
-    /// # Ok(()) }
-    /// ```
-    pub fn deregister(&self, token: Token) -> Result<bool> {
-        self.core.deregister(token)
-    }
-
     fn builtin(&self) -> Result<&dyn BuiltinLoop> {
         match &self.driven {
             Driven::Builtin(b) => Ok(&**b),
@@ -531,10 +658,17 @@ impl Dispatch for Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // End every registration still live: the backend is told, the
-        // callbacks (and anything they hold, handles included) are dropped.
-        // No callback can be running: running one needs `&Engine`.
-        self.core.end_all();
+        match std::mem::replace(&mut self.life, Life::Shadow) {
+            // End every registration still live: the backend is told, the
+            // callbacks (and anything they hold, handles included) are
+            // dropped. No callback can be running: running one needs
+            // `&Engine`, this one or a shadow's.
+            Life::Owner => self.core.end_all(),
+            // The shadow does it when the last of us lets go of it: here,
+            // or when a report through a handle in progress returns.
+            Life::Shared(shadow) => drop(shadow),
+            Life::Shadow => {}
+        }
     }
 }
 

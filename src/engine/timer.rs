@@ -104,6 +104,31 @@ impl Timer {
         crate::engine::fd::ended(self.core.deregister(self.token))
         // Drop then finds the generation gone: one load, no second effect.
     }
+
+    /// Lets go of the handle without cancelling the timer, and returns its
+    /// token: the timer is detached, as one made by
+    /// [`Engine::timer_at_detached`]. It goes on until it fires, is
+    /// cancelled by [`Engine::deregister`] with the token, or the engine is
+    /// dropped; [`Engine::reset_timer`] moves it by token.
+    ///
+    /// ```
+    /// use evnexus::Engine;
+    /// use std::time::{Duration, Instant};
+    /// # fn main() -> evnexus::Result<()> {
+    /// let engine = Engine::new()?;
+    /// let token = engine.timer_after(Duration::from_secs(60), |ev| ev.engine().stop())?.into_token();
+    /// engine.reset_timer(token, Instant::now())?; // due now
+    /// engine.run()?; // the timer stops the loop
+    /// assert_eq!(engine.deregister(token)?, false, "it has fired");
+    /// # Ok(()) }
+    /// ```
+    pub fn into_token(self) -> Token {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: as in `FdWatch::into_token`: `core` is moved out exactly
+        // once, and `this` is never dropped.
+        drop(unsafe { std::ptr::read(&this.core) });
+        this.token
+    }
 }
 
 impl Drop for Timer {

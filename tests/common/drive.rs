@@ -84,8 +84,10 @@ fn hooks_turn(rig: &Rig, timeout: Duration) -> evnexus::Result<usize> {
             .filter(|(_, &d)| d <= now)
             .map(|(&t, _)| t)
             .collect();
+        let mut occurred = rec.occurred.lock().unwrap();
         for t in &due {
             timeouts.remove(t);
+            occurred.insert(*t);
         }
         due
     };

@@ -1,13 +1,19 @@
 //! The domains' channels: a socketpair per domain, its fd watch (whose
 //! callback drains it and checks what the engine hands it), and the
 //! deregistration that checks the engine kept its promise.
+//!
+//! The engine owns the toolstack's end of each channel while it is
+//! watched ([`Engine::register_owned`]): it closes the fd only after the
+//! kernel entry is gone, so "fd closed while still registered" cannot
+//! happen. Re-registering or replacing a channel takes the end back
+//! ([`evnexus::OwnedFdWatch::into_inner`]).
 
 use crate::check::{Check, DropMark};
 use crate::domains::DomainStats;
 use crate::items::Kind;
 use crate::lock;
 use crate::shared::{callback_entered, record_write_latency, Shared};
-use evnexus::{Engine, FdEvent, FdWatch, Interest, Token};
+use evnexus::{Engine, FdEvent, Interest, OwnedFdWatch, Token};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -25,25 +31,25 @@ pub(crate) struct WatchReg {
     pub(crate) dropped: Arc<AtomicBool>,
 }
 
-/// A live watch with what it needs to be retired.
+/// A live watch, which owns the channel's reading end.
 pub(crate) struct WatchHandle {
-    pub(crate) watch: FdWatch,
+    pub(crate) watch: OwnedFdWatch<UnixStream>,
     pub(crate) reg: Arc<WatchReg>,
-    pub(crate) reader: Arc<UnixStream>,
 }
 
-/// A nonblocking socketpair: the reader (watched, shared with the
-/// callback) and the writer (the traffic thread's).
-pub(crate) fn channel() -> io::Result<(Arc<UnixStream>, UnixStream)> {
+/// A nonblocking socketpair: the reader (to be watched) and the writer
+/// (the traffic thread's).
+pub(crate) fn channel() -> io::Result<(UnixStream, UnixStream)> {
     let (r, w) = UnixStream::pair()?;
     r.set_nonblocking(true)?;
     w.set_nonblocking(true)?;
-    Ok((Arc::new(r), w))
+    Ok((r, w))
 }
 
+/// Watches `reader`, which the engine owns until the watch is retired.
 pub(crate) fn watch_channel(
     engine: &Engine,
-    reader: Arc<UnixStream>,
+    reader: UnixStream,
     interest: Interest,
     stats: &Arc<DomainStats>,
     shared: &Arc<Shared>,
@@ -58,11 +64,10 @@ pub(crate) fn watch_channel(
     });
     let callback = {
         let reg = Arc::clone(&reg);
-        let reader = Arc::clone(&reader);
         let stats = Arc::clone(stats);
         let shared = Arc::clone(shared);
         let mark = DropMark(Arc::clone(&reg.dropped));
-        move |ev: &FdEvent<'_>| {
+        move |ev: &FdEvent<'_>, mut reader: &UnixStream| {
             let _mark = &mark;
             let start = callback_entered();
             let stamp = stats.write_stamp.swap(0, Ordering::SeqCst);
@@ -95,7 +100,7 @@ pub(crate) fn watch_channel(
             }
             let mut buf = [0u8; 4096];
             loop {
-                match (&*reader).read(&mut buf) {
+                match reader.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
                         stats.bytes_read.fetch_add(n as u64, Ordering::SeqCst);
@@ -109,7 +114,7 @@ pub(crate) fn watch_channel(
             reg.running.store(false, Ordering::SeqCst);
         }
     };
-    let watch = engine.register_fd(reg.fd, interest, callback)?;
+    let watch = engine.register_owned(reader, interest, callback)?;
     shared.registrations.fetch_add(1, Ordering::SeqCst);
     if !shared.bind_token(&reg.token, watch.token().as_u64()) {
         shared.checks.fail(Check::WrongIdentity, || {
@@ -121,23 +126,26 @@ pub(crate) fn watch_channel(
         });
     }
     lock(&shared.watch_regs).insert(watch.token().as_u64(), Arc::clone(&reg));
-    Ok(WatchHandle { watch, reg, reader })
+    Ok(WatchHandle { watch, reg })
 }
 
 /// Deregisters a watch from outside any callback and checks that the
-/// engine kept its promise: the callback has returned and been dropped.
-pub(crate) fn retire_watch(h: WatchHandle, shared: &Shared) {
-    let WatchHandle { watch, reg, reader } = h;
+/// engine kept its promise: the callback has returned and been dropped,
+/// and the channel's end comes back, open, its kernel entry gone.
+pub(crate) fn retire_watch(h: WatchHandle, shared: &Shared) -> Option<UnixStream> {
+    let WatchHandle { watch, reg } = h;
     let checks = &shared.checks;
     let token = watch.token();
     reg.retiring.store(true, Ordering::SeqCst);
-    let ended = watch.deregister();
+    // Nothing else ends a watch here: it is live until this call.
+    let was_live = watch.is_live();
+    let reader = watch.into_inner();
     reg.dead.store(true, Ordering::SeqCst);
     lock(&shared.watch_regs).remove(&token.as_u64());
     shared.bury(token.as_u64(), Kind::Fd, reg.fd);
-    if !ended {
+    if !was_live {
         checks.fail(Check::NotQuiesced, || {
-            format!("deregister of live watch {token} returned false")
+            format!("watch {token} had ended before its deregistration")
         });
     }
     if reg.running.load(Ordering::SeqCst) || !reg.dropped.load(Ordering::SeqCst) {
@@ -145,5 +153,11 @@ pub(crate) fn retire_watch(h: WatchHandle, shared: &Shared) {
             format!("callback of {token} still running or not dropped after deregister")
         });
     }
-    drop(reader);
+    match &reader {
+        Some(r) if r.as_raw_fd() == reg.fd => {}
+        _ => checks.fail(Check::NotQuiesced, || {
+            format!("the channel of {token} did not come back from into_inner")
+        }),
+    }
+    reader
 }

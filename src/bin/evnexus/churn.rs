@@ -6,6 +6,7 @@ use crate::channels::{channel, retire_watch, watch_channel};
 use crate::check::Check;
 use crate::domains::Domain;
 use crate::heartbeats::{arm_heartbeat, heartbeat_delay, retire_timer};
+use crate::keepalive::{retire_keepalive, start_keepalive};
 use crate::lock;
 use crate::rng::Rng;
 use crate::shared::Shared;
@@ -24,7 +25,11 @@ pub(crate) struct ChurnCounts {
     pub(crate) new_channel: AtomicU64,
     pub(crate) timer_recreate: AtomicU64,
     pub(crate) timer_reset: AtomicU64,
+    /// `reset_at` calls that failed: the timer fired meanwhile (the hook
+    /// may have been called before the fire ended the registration).
+    pub(crate) timer_reset_failed: AtomicU64,
     pub(crate) modify: AtomicU64,
+    pub(crate) keepalive_recreate: AtomicU64,
     pub(crate) orphans: AtomicU64,
     pub(crate) drained_bytes: AtomicU64,
     pub(crate) lost_timers: AtomicU64,
@@ -38,7 +43,9 @@ pub(crate) struct ChurnTotals {
     pub(crate) new_channel: u64,
     pub(crate) timer_recreate: u64,
     pub(crate) timer_reset: u64,
+    pub(crate) timer_reset_failed: u64,
     pub(crate) modify: u64,
+    pub(crate) keepalive_recreate: u64,
     pub(crate) orphans: u64,
     pub(crate) drained_bytes: u64,
     /// With the ones found at teardown.
@@ -54,7 +61,9 @@ impl ChurnCounts {
             new_channel: get(&self.new_channel),
             timer_recreate: get(&self.timer_recreate),
             timer_reset: get(&self.timer_reset),
+            timer_reset_failed: get(&self.timer_reset_failed),
             modify: get(&self.modify),
+            keepalive_recreate: get(&self.keepalive_recreate),
             orphans: get(&self.orphans),
             drained_bytes: get(&self.drained_bytes),
             lost_timers: get(&self.lost_timers),
@@ -88,14 +97,16 @@ pub(crate) fn churn_thread(
             }
         }
         let d = &domains[rng.index(domains.len())];
-        match rng.below(100) {
+        match rng.below(110) {
             // Same fd, new registration: likely the same slot, next
             // generation, while old reports are still on their way.
             0..=39 => {
                 let old = lock(&d.watch).take();
                 let Some(old) = old else { continue };
-                let reader = Arc::clone(&old.reader);
-                retire_watch(old, shared);
+                // The engine gives the channel's end back, open.
+                let Some(reader) = retire_watch(old, shared) else {
+                    continue;
+                };
                 match watch_channel(engine, reader, d.interest, &d.stats, shared) {
                     Ok(h) => *lock(&d.watch) = Some(h),
                     Err(e) => error("re-registering a watch", &e),
@@ -106,8 +117,9 @@ pub(crate) fn churn_thread(
             40..=54 => {
                 let old = lock(&d.watch).take();
                 let Some(old) = old else { continue };
-                let reader = Arc::clone(&old.reader);
-                retire_watch(old, shared);
+                let Some(reader) = retire_watch(old, shared) else {
+                    continue;
+                };
                 let (new_reader, new_writer) = match channel() {
                     Ok(p) => p,
                     Err(e) => {
@@ -126,7 +138,7 @@ pub(crate) fn churn_thread(
                 // and is accounted for here.
                 let mut buf = [0u8; 4096];
                 loop {
-                    match (&*reader).read(&mut buf) {
+                    match (&reader).read(&mut buf) {
                         Ok(0) => break,
                         Ok(n) => {
                             c.drained_bytes.fetch_add(n as u64, Ordering::SeqCst);
@@ -201,9 +213,27 @@ pub(crate) fn churn_thread(
                         if rng.one_in(4) {
                             h.reg.sentinel.store(true, Ordering::SeqCst);
                         }
+                    } else {
+                        c.timer_reset_failed.fetch_add(1, Ordering::Relaxed);
                     }
                     h.reg.pending_deadline.store(0, Ordering::SeqCst);
                 }
+            }
+            // Cancel the keepalive (it may be running, or have stopped
+            // itself) and start a new one: period, phase and whether it
+            // stops itself drawn anew.
+            100..=109 => {
+                let old = lock(&d.keepalive).take();
+                if let Some(old) = old {
+                    if retire_keepalive(old, shared) {
+                        c.lost_timers.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                match start_keepalive(engine, shared, &mut rng) {
+                    Ok(k) => *lock(&d.keepalive) = Some(k),
+                    Err(e) => error("starting a keepalive", &e),
+                }
+                c.keepalive_recreate.fetch_add(1, Ordering::Relaxed);
             }
             // A sentinel heartbeat in its time: left alone.
             _ => {}

@@ -12,13 +12,15 @@ usage: evnexus [--backend uring|epoll|hooks] [--ring-entries N] [--domains N]
                [--threads T] [--seconds S] [--rate R]
                [--rss-every S] [--rss-warmup S]
 
-Load simulation of the evnexus engine: N domains, each a socketpair channel
-and a heartbeat timer, carried by the engine's built-in loop (uring, epoll)
-or by the application's own poll() loop (hooks), while a churn thread
-re-registers watches and timers and T threads report occurred calls that
+Load simulation of the evnexus engine: N domains, each a socketpair channel,
+a heartbeat timer and a periodic keepalive, carried by the engine's built-in
+loop (uring, epoll) or by the application's own poll() loop (hooks), while a
+churn thread re-registers watches and timers and T threads report occurred
+calls that
 race the loop: replayed, forged, wrong-fd and wrong-kind tokens, duplicate
 reports (and with hooks the genuine events too, late and out of order).
 Checks itself and prints a summary; the last line is `misdeliveries: N`.
+SIGTERM ends the load early; the run then finishes as usual.
 
 options:
   --backend B       who carries the registrations: uring (the built-in

@@ -1,8 +1,10 @@
-//! The simulated domains: each a channel (see [`crate::channels`]) and a
-//! heartbeat (see [`crate::heartbeats`]), with its counts.
+//! The simulated domains: each a channel (see [`crate::channels`]), a
+//! heartbeat (see [`crate::heartbeats`]) and a keepalive (see
+//! [`crate::keepalive`]), with its counts.
 
 use crate::channels::{channel, retire_watch, watch_channel, WatchHandle};
 use crate::heartbeats::{arm_heartbeat, heartbeat_delay, retire_timer, Heart};
+use crate::keepalive::{retire_keepalive, start_keepalive, KeepaliveHandle};
 use crate::lock;
 use crate::rng::Rng;
 use crate::shared::Shared;
@@ -31,6 +33,8 @@ pub(crate) struct Domain {
     /// The channel's watch; taken by whoever deregisters or replaces it.
     pub(crate) watch: Mutex<Option<WatchHandle>>,
     pub(crate) heart: Arc<Heart>,
+    /// The keepalive; taken by whoever cancels or replaces it.
+    pub(crate) keepalive: Mutex<Option<KeepaliveHandle>>,
     pub(crate) stats: Arc<DomainStats>,
 }
 
@@ -59,24 +63,30 @@ impl Domain {
         let beat = arm_heartbeat(engine, &heart, shared, heartbeat_delay(rng))
             .map_err(|e| format!("timer_at: {e}"))?;
         *lock(&heart.slot) = Some(beat);
+        let keepalive =
+            start_keepalive(engine, shared, rng).map_err(|e| format!("timer_every_at: {e}"))?;
         Ok(Domain {
             interest,
             writer: Mutex::new(writer),
             watch: Mutex::new(Some(watch)),
             heart,
+            keepalive: Mutex::new(Some(keepalive)),
             stats,
         })
     }
 
-    /// Ends the domain's watch and heartbeat from outside any callback,
-    /// checking each outcome; returns the lost timer events (0 or 1).
+    /// Ends the domain's watch, heartbeat and keepalive from outside any
+    /// callback, checking each outcome (the channel's end is closed);
+    /// returns the lost timer events (0 to 2).
     pub(crate) fn retire(&self, shared: &Shared) -> u64 {
         let watch = lock(&self.watch).take();
         if let Some(w) = watch {
-            retire_watch(w, shared);
+            drop(retire_watch(w, shared));
         }
         let beat = lock(&self.heart.slot).take();
-        beat.map_or(0, |b| u64::from(retire_timer(b, shared)))
+        let lost = beat.map_or(0, |b| u64::from(retire_timer(b, shared)));
+        let keepalive = lock(&self.keepalive).take();
+        lost + keepalive.map_or(0, |k| u64::from(retire_keepalive(k, shared)))
     }
 
     pub(crate) fn beats(&self) -> u64 {

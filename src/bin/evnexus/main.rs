@@ -1,8 +1,10 @@
 //! `evnexus`: the load simulation.
 //!
 //! A simulated hypervisor toolstack: N "domains", each a socketpair channel
-//! and a heartbeat timer, registered with an [`Engine`]. `--backend` says
-//! who carries the registrations:
+//! (its end owned by the engine while watched: [`Engine::register_owned`]),
+//! a heartbeat timer and a keepalive (a periodic timer:
+//! [`Engine::timer_every_at`]), registered with an [`Engine`]. `--backend`
+//! says who carries the registrations:
 //!
 //! - **uring** (default) and **epoll**: the engine's own built-in loop,
 //!   driven by a **loop thread** in [`Engine::run`] until [`Engine::stop`].
@@ -37,21 +39,29 @@
 //!   cancels, re-creates and resets heartbeat timers (and leaves some of
 //!   the timers it arms or resets alone until they fire: sentinels, which
 //!   show a lost timer); heartbeat callbacks re-arm themselves from inside
-//!   the callback.
+//!   the callback. It also cancels and replaces keepalives, racing their
+//!   runs; some keepalives stop themselves from their callback;
+//! - the **main thread** turns a control loop of its own ([`run::ControlLoop`]:
+//!   a second engine with a watch of SIGTERM, blocked here before any
+//!   thread starts): a SIGTERM ends the load phase early, and the run goes
+//!   on to drain, tear down, check and report as usual.
 //!
 //! Every check is real, i.e. it can fail: a callback that runs after its
 //! registration's `deregister`/`cancel` returned, or that sees another
 //! registration's token, fd or deadline, or that runs concurrently with
 //! itself; a token handed out twice; a timer that fires twice, fires
 //! although `cancel` said it would not, or (built-in loop, any timer;
-//! hooks, a timer never reset) fires before its deadline; a bad report that
+//! hooks, a timer never reset) fires before its deadline; a keepalive run
+//! off its schedule (drift), early, out of order, or after its cancel
+//! returned; a channel's end not given back open by its watch; a bad report that
 //! is dispatched; a byte written but never read, a live watch's genuine
 //! report rejected, or a timer that never fires (lost events); the
 //! engine's statistics disagreeing with what the threads saw. The last line is `misdeliveries: N`; the exit status is
 //! 0 only if every check passed.
 //!
 //! Where things are: [`cli`] (options), [`domains`] with their [`channels`]
-//! (fd watches) and [`heartbeats`] (timers), the feeders ([`app_loop`] for
+//! (fd watches), [`heartbeats`] (one-shot timers) and [`keepalive`]
+//! (periodic timers), the feeders ([`app_loop`] for
 //! hooks; [`engine_loop`] and [`injector`] for the built-in loops),
 //! [`delivery`], the load threads ([`traffic`], [`churn`]), what is checked
 //! ([`check`], [`shared`]), the run's phases ([`run`]), the engine's counts
@@ -71,6 +81,7 @@ mod heartbeats;
 mod hist;
 mod injector;
 mod items;
+mod keepalive;
 mod report;
 mod rng;
 mod rss;
@@ -132,6 +143,13 @@ fn main() -> ExitCode {
     if let Err(msg) = raise_fd_limit(cfg.domains) {
         eprintln!("evnexus: {msg}");
         return ExitCode::from(2);
+    }
+    // SIGTERM ends the load phase early, through a signal watch (see
+    // `run::ControlLoop`): blocked here, before any thread exists, so that
+    // every thread inherits the mask and none takes the signal instead.
+    if let Err(e) = evnexus::block_signals(&[libc::SIGTERM]) {
+        eprintln!("evnexus: blocking SIGTERM: {e}");
+        return ExitCode::FAILURE;
     }
     match run::run(cfg) {
         Ok(report) => {

@@ -11,6 +11,7 @@ use crate::delivery::{
 use crate::engine_loop::EngineLoopOut;
 use crate::hist::Hist;
 use crate::items::{LoopOut, ORIGIN_NAMES};
+use crate::keepalive::KeepaliveTotals;
 use crate::rss::Curve;
 use crate::traffic::TrafficTotals;
 use evnexus::BackendKind;
@@ -31,6 +32,12 @@ pub(crate) struct Report {
     pub(crate) loop_stale: u64,
     pub(crate) write_latency: Hist,
     pub(crate) timers_cancelled: u64,
+    pub(crate) keepalives: KeepaliveTotals,
+    /// Keepalive runs whose one-shot timer fired after a cancel had
+    /// begun, so that it ran no callback (engine count less observed).
+    pub(crate) keepalive_silent: u64,
+    /// When a SIGTERM ended the load phase, if one did.
+    pub(crate) terminated_at: Option<Duration>,
     pub(crate) load: Duration,
     pub(crate) drain: Duration,
     pub(crate) drained: bool,
@@ -201,6 +208,16 @@ pub(crate) fn print_report(r: &Report) -> bool {
             r.teardown.as_secs_f64()
         ),
     );
+    if let Some(at) = r.terminated_at {
+        row(
+            &mut s,
+            "ended early by SIGTERM",
+            format!(
+                "after {:.2} s of load: drain, teardown and every check as usual",
+                at.as_secs_f64()
+            ),
+        );
+    }
     row(
         &mut s,
         "domains / delivery threads",
@@ -341,6 +358,21 @@ pub(crate) fn print_report(r: &Report) -> bool {
             )
         },
     );
+    let k = &r.keepalives;
+    row(
+        &mut s,
+        "keepalives (periodic timers)",
+        format!(
+            "{} started, {} runs, {} periods skipped, {} stopped by cancel \
+             ({} of those fired silently), worst lateness {}",
+            group(k.started),
+            group(k.runs),
+            group(k.missed),
+            group(k.cancelled),
+            group(r.keepalive_silent),
+            micros(Some(k.worst_late.as_nanos() as u64))
+        ),
+    );
     row(
         &mut s,
         "churn: re-registrations",
@@ -355,10 +387,11 @@ pub(crate) fn print_report(r: &Report) -> bool {
         &mut s,
         "churn: timers",
         format!(
-            "{} cancelled+re-armed, {} reset, {} orphans cancelled",
+            "{} cancelled+re-armed, {} reset, {} orphans cancelled; {} keepalives replaced",
             group(r.churn.timer_recreate),
             group(r.churn.timer_reset),
-            group(r.churn.orphans)
+            group(r.churn.orphans),
+            group(r.churn.keepalive_recreate)
         ),
     );
     if builtin {

@@ -1,9 +1,11 @@
 //! One run: builds the engine and the domains, starts the threads, runs
-//! the load, drains, tears down, replays every remembered dead token, and
-//! hands the figures to the accounting and the report.
+//! the load (until its time is up or a SIGTERM comes), drains, tears down,
+//! replays every remembered dead token, and hands the figures to the
+//! accounting and the report.
 
 use crate::accounting;
 use crate::app_loop::{app_loop, AppLoop, Hooks};
+use crate::check::Check;
 use crate::churn::{churn_thread, ChurnCounts};
 use crate::cli::{Config, SimBackend};
 use crate::delivery::{deliver, delivery_thread, Tally, OUT_DEFERRED, OUT_DISPATCHED};
@@ -21,7 +23,7 @@ use crate::shared::{flush_latency, Shared, CB_RUNS};
 use crate::traffic::{traffic_thread, Traffic};
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
-use evnexus::{BackendKind, Engine};
+use evnexus::{BackendKind, Engine, SignalWatch};
 use std::cell::Cell;
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,13 +55,57 @@ fn build_engine(cfg: &Config) -> Result<(Arc<Engine>, Option<Arc<AppLoop>>), Str
     Ok((Arc::new(engine), None))
 }
 
-/// Waits out the load phase, with a progress line on a terminal.
+/// The program's control loop, which the main thread turns while the
+/// load runs: an engine of its own with a watch of SIGTERM (which `main`
+/// blocked before any thread existed), whose callback ends the load phase
+/// early. Separate from the simulated toolstack's engine, whose counts the
+/// accounting checks exactly.
+pub(crate) struct ControlLoop {
+    engine: Engine,
+    _sigterm: SignalWatch,
+    terminated: Arc<AtomicBool>,
+}
+
+impl ControlLoop {
+    fn new() -> Result<ControlLoop, String> {
+        let engine = Engine::new().map_err(|e| format!("the control loop's engine: {e}"))?;
+        let terminated = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&terminated);
+        let sigterm = engine
+            .watch_signal(libc::SIGTERM, move |_| flag.store(true, Ordering::SeqCst))
+            .map_err(|e| format!("watching SIGTERM: {e}"))?;
+        Ok(ControlLoop {
+            engine,
+            _sigterm: sigterm,
+            terminated,
+        })
+    }
+
+    /// Turns the control loop for `d` (or until a signal comes); falls
+    /// back to sleeping if the loop fails, after saying so.
+    fn wait(&self, d: Duration, shared: &Shared) {
+        if let Err(e) = self.engine.run_once(Some(d)) {
+            shared
+                .checks
+                .fail(Check::Unexpected, || format!("the control loop: {e}"));
+            thread::sleep(d);
+        }
+    }
+
+    fn terminated(&self) -> bool {
+        self.terminated.load(Ordering::SeqCst)
+    }
+}
+
+/// Waits out the load phase, with a progress line on a terminal; returns
+/// when a SIGTERM ended it early, if one did.
 fn wait_for_load(
     cfg: &Config,
     start: Instant,
     shared: &Shared,
     counters: &[CachePadded<AtomicU64>],
-) {
+    control: &ControlLoop,
+) -> Option<Duration> {
     let load_for = Duration::from_secs_f64(cfg.seconds);
     let progress = cfg.seconds > 3.0 && io::stdout().is_terminal();
     // Relaxed: a progress figure; the exact counts come from the joined
@@ -70,12 +116,17 @@ fn wait_for_load(
             .map(|c| c.load(Ordering::Relaxed))
             .sum::<u64>()
     };
+    let mut terminated_at = None;
     loop {
         let elapsed = start.elapsed();
+        if control.terminated() {
+            terminated_at = Some(elapsed);
+            break;
+        }
         if elapsed >= load_for {
             break;
         }
-        thread::sleep((load_for - elapsed).min(Duration::from_secs(1)));
+        control.wait((load_for - elapsed).min(Duration::from_secs(1)), shared);
         if progress {
             let e = start.elapsed().as_secs_f64().min(cfg.seconds);
             let mut out = io::stdout().lock();
@@ -94,11 +145,13 @@ fn wait_for_load(
         let _ = write!(out, "\r{:78}\r", "");
         let _ = out.flush();
     }
+    terminated_at
 }
 
 /// Runs the simulation `cfg` describes and gathers its figures.
 pub(crate) fn run(cfg: Config) -> Result<Report, String> {
     let builtin = cfg.backend.builtin();
+    let control = ControlLoop::new()?;
     let shared = Arc::new(Shared::new(builtin));
     let (engine, app) = build_engine(&cfg)?;
     let backend = engine.backend();
@@ -226,7 +279,7 @@ pub(crate) fn run(cfg: Config) -> Result<Report, String> {
         None => None,
     };
     let start = Instant::now();
-    wait_for_load(&cfg, start, &shared, &counters);
+    let terminated_at = wait_for_load(&cfg, start, &shared, &counters, &control);
     stop_load.store(true, Ordering::SeqCst);
     let rss_curve = sampler.and_then(rss::Sampler::finish);
     let join_err = |what: &str| format!("the {what} thread panicked");
@@ -349,6 +402,9 @@ pub(crate) fn run(cfg: Config) -> Result<Report, String> {
         loop_stale: 0,
         write_latency: std::mem::replace(&mut *lock(&shared.write_latency), Hist::new()),
         timers_cancelled: shared.timers_cancelled.load(Ordering::SeqCst),
+        keepalives: shared.keepalives.totals(),
+        keepalive_silent: 0,
+        terminated_at,
         load,
         drain,
         drained,
@@ -379,6 +435,7 @@ pub(crate) fn run(cfg: Config) -> Result<Report, String> {
     report.accounting = found.mismatches;
     report.loop_deferred = found.loop_deferred;
     report.loop_stale = found.loop_stale;
+    report.keepalive_silent = found.keepalive_silent;
 
     // ---- shut down: handles are gone; drop the domains, then the engine.
     drop(domains);

@@ -6,6 +6,7 @@ use crate::check::{Checks, TokenLedger};
 use crate::heartbeats::{FiredWindow, TimerHandle, TimerReg};
 use crate::hist::Hist;
 use crate::items::{DeadTokens, Kind};
+use crate::keepalive::KeepaliveCounts;
 use crate::lock;
 use crossbeam_queue::SegQueue;
 use std::cell::{Cell, RefCell};
@@ -93,6 +94,8 @@ pub(crate) struct Shared {
     pub(crate) early_after_reset: AtomicU64,
     /// Timers whose `cancel()` returned true.
     pub(crate) timers_cancelled: AtomicU64,
+    /// What the keepalives (periodic timers) did.
+    pub(crate) keepalives: KeepaliveCounts,
     /// Built-in loop: tokens of registrations that have ended (watches
     /// after deregister returned, timers once fired or cancelled), the
     /// injector's material for replays.
@@ -118,6 +121,7 @@ impl Shared {
             lost_reports: AtomicU64::new(0),
             early_after_reset: AtomicU64::new(0),
             timers_cancelled: AtomicU64::new(0),
+            keepalives: KeepaliveCounts::default(),
             graveyard: Mutex::new(DeadTokens::default()),
             write_latency: Mutex::new(Hist::new()),
         }
