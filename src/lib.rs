@@ -143,11 +143,11 @@
 //! let _heartbeat = engine.timer_every(period, move |tick| {
 //!     // Run n (from 0) is due at start + (n + 1) * period, and never early.
 //!     assert!(Instant::now() >= start + period * (tick.index() as u32 + 1));
-//!     if tick.index() == 9 {
+//!     if tick.index() >= 9 {
 //!         tick.engine().stop();
 //!     }
 //! })?;
-//! engine.run()?; // ten beats
+//! engine.run()?; // until the tenth beat is due (missed beats are skipped)
 //! # Ok::<(), evnexus::Error>(())
 //! ```
 //!

@@ -351,7 +351,7 @@ fn detached_periodic_timer_runs_until_its_callback_stops_it() {
             .timer_every(Duration::from_millis(1), move |tick| {
                 let _keep = &flag;
                 record.lock().unwrap().push(Run::of(tick));
-                if tick.index() == 4 {
+                if tick.index() >= 4 {
                     tick.stop();
                 }
             })
@@ -426,7 +426,7 @@ fn a_panicking_callback_ends_the_periodic_timer_and_is_reported() {
             .engine
             .timer_every(Duration::from_millis(1), move |tick| {
                 let _keep = &flag;
-                if tick.index() == 1 {
+                if tick.index() >= 1 {
                     panic!("tick {} panics", tick.index());
                 }
             })

@@ -352,8 +352,8 @@ impl Periodic {
     /// let engine = Engine::new()?;
     /// engine
     ///     .timer_every(Duration::from_millis(1), |tick| {
-    ///         if tick.index() == 2 {
-    ///             tick.stop(); // the third run is the last
+    ///         if tick.index() >= 2 {
+    ///             tick.stop(); // the run due third (or a later one, if the loop fell behind) is the last
     ///             tick.engine().stop();
     ///         }
     ///     })?
@@ -415,7 +415,7 @@ impl Engine {
     /// let _beat = engine.timer_every(period, move |tick| {
     ///     // Never early: run n (from 1) is never before start + n * period.
     ///     assert!(Instant::now() >= start + period * (tick.index() as u32 + 1));
-    ///     if tick.index() == 4 {
+    ///     if tick.index() >= 4 {
     ///         tick.engine().stop();
     ///     }
     /// })?;
