@@ -314,6 +314,20 @@ fn allocations_per_registration() -> Vec<AllocLine> {
             black_box(t.cancel());
         },
     ));
+    let wide = [1usize; 3];
+    lines.push(per_cycle(
+        "evnexus-engine-32b",
+        "hooks engine: timer_at + cancel, a 32-byte closure (an Arc and three usizes: above three words)",
+        |k| {
+            let shared = Arc::clone(&shared);
+            let t = engine
+                .timer_at(far, move |_| {
+                    shared.fetch_add(k + wide[0] + wide[1] + wide[2], Ordering::Relaxed);
+                })
+                .expect("register");
+            black_box(t.cancel());
+        },
+    ));
     let (a, _b) = support::readable_pair();
     let fd = a.as_raw_fd();
     lines.push(per_cycle(
