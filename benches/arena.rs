@@ -13,20 +13,29 @@
 //! - `<op>`: `insert_remove` (one insert and one remove), `lookup_live`,
 //!   `lookup_stale` (the key's slot was since reused by a newer entry).
 //!
+//! One design alternative rather than a peer: `evnexus-bare-epoch-pin`
+//! makes the `evnexus-bare` lookups under a `crossbeam_epoch` guard
+//! (`pin()`, the same slot check, unpin), the reclamation scheme the arena
+//! does without (README, Design, "No crossbeam-epoch"). `perf/report.py`
+//! sets it against `evnexus-bare`, so its ratio is the guard's cost.
+//!
 //! Every structure holds 1,024 live entries while it is measured; lookups
 //! cycle through 1,024 live or 1,024 stale keys. At start the binary prints
-//! the bytes each implementation takes per registration (and writes them to
-//! `<criterion dir>/bytes-per-registration.json`).
+//! the bytes each implementation takes per registration, and the
+//! allocations one register+deregister makes in steady state (a small
+//! closure: an `Arc` and a `usize`), and writes both to
+//! `<criterion dir>/bytes-per-registration.json`.
 
+#[path = "support/footprint.rs"]
+mod footprint;
 mod support;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use evnexus::bench_api::BareArena;
 use evnexus::{Engine, Occurred, StaleReason, Timer, Token};
-use std::future::Future;
 use std::hint::black_box;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use support::{run_threads, timed, NoHooks, FIXTURE};
 
 #[global_allocator]
@@ -270,23 +279,56 @@ impl Subject for SlotmapMutex {
     }
 }
 
-/// The three operations of `subject` on 1 and 2 threads.
-fn bench_subject(c: &mut Criterion, name: &str, subject: &dyn Subject, thread_counts: &[usize]) {
+/// The lookups of `evnexus-bare` under a `crossbeam_epoch` guard: what
+/// every report would pay if the arena reclaimed through epochs.
+struct BareEpoch(Bare);
+
+impl Subject for BareEpoch {
+    fn insert_remove(&self) {
+        self.0.insert_remove()
+    }
+    #[inline]
+    fn lookup_live(&self, i: usize) -> bool {
+        let guard = crossbeam_epoch::pin();
+        let live = self.0.lookup_live(i);
+        drop(guard);
+        live
+    }
+    #[inline]
+    fn lookup_stale(&self, i: usize) -> bool {
+        let guard = crossbeam_epoch::pin();
+        let found = self.0.lookup_stale(i);
+        drop(guard);
+        found
+    }
+}
+
+/// The three operations of `subject` on 1 and 2 threads; with
+/// `insert: false`, the lookups alone.
+fn bench_subject(
+    c: &mut Criterion,
+    name: &str,
+    subject: &dyn Subject,
+    thread_counts: &[usize],
+    insert: bool,
+) {
     subject.check();
     let mut group = c.benchmark_group("arena");
     for &threads in thread_counts {
         // Thread `t` starts its lookups half the fixture away from thread 0.
         let start = |t: usize| t * FIXTURE / 2;
-        group.bench_function(
-            BenchmarkId::new(name, format!("insert_remove/{threads}t")),
-            |b| {
-                b.iter_custom(|iters| {
-                    run_threads(threads, iters, |_, iters, barrier| {
-                        timed(barrier, iters, |_| subject.insert_remove())
+        if insert {
+            group.bench_function(
+                BenchmarkId::new(name, format!("insert_remove/{threads}t")),
+                |b| {
+                    b.iter_custom(|iters| {
+                        run_threads(threads, iters, |_, iters, barrier| {
+                            timed(barrier, iters, |_| subject.insert_remove())
+                        })
                     })
-                })
-            },
-        );
+                },
+            );
+        }
         group.bench_function(
             BenchmarkId::new(name, format!("lookup_live/{threads}t")),
             |b| {
@@ -353,7 +395,7 @@ fn bench_slotmap_unlocked(c: &mut Criterion) {
 }
 
 fn arena(c: &mut Criterion) {
-    print_bytes_per_registration();
+    footprint::print_bytes_per_registration();
     {
         // The engine's stale path must count, not dispatch.
         let s = EngineSubject::new();
@@ -364,187 +406,19 @@ fn arena(c: &mut Criterion) {
         );
         assert_eq!(s.engine.stats().stale.generation, before + 1);
     }
-    bench_subject(c, "evnexus-bare", &Bare::new(), &[1, 2]);
-    bench_subject(c, "evnexus-engine", &EngineSubject::new(), &[1, 2]);
-    bench_subject(c, "sharded-slab", &Sharded::new(), &[1, 2]);
-    bench_subject(c, "slab-mutex", &SlabMutex::new(), &[1, 2]);
-    bench_slotmap_unlocked(c);
-    bench_subject(c, "slotmap-mutex", &SlotmapMutex::new(), &[1, 2]);
-}
-
-// ---------------------------------------------------------------------------
-// Bytes per registration
-
-/// Registrations made for each allocation measurement.
-const BYTES_N: usize = 100_000;
-
-/// The value the peers store per registration when bytes are measured: a
-/// boxed callback, as an evnexus slot holds (a capture-less closure, so the
-/// box itself allocates nothing, as with evnexus's no-op callbacks).
-type Callback = Box<dyn FnMut() + Send>;
-
-fn noop_callback() -> Callback {
-    Box::new(|| {})
-}
-
-struct BytesLine {
-    name: &'static str,
-    /// Net heap bytes per registration (allocation-measured), if measured.
-    heap: f64,
-    /// Bytes of what the caller keeps per registration (key or handle).
-    handle: usize,
-    note: &'static str,
-}
-
-/// Net heap bytes per registration of `BYTES_N` registrations made by
-/// `register` (the keys go into a vector allocated before the measurement).
-fn per_registration<K>(mut register: impl FnMut() -> K) -> f64 {
-    let mut keys: Vec<K> = Vec::with_capacity(BYTES_N);
-    let (bytes, keys) = support::measure_bytes(move || {
-        for _ in 0..BYTES_N {
-            keys.push(register());
-        }
-        keys
-    });
-    drop(keys);
-    bytes as f64 / BYTES_N as f64
-}
-
-fn print_bytes_per_registration() {
-    let far = support::far_future();
-    let mut lines = Vec::new();
-
-    let arena = BareArena::default();
-    lines.push(BytesLine {
-        name: "evnexus-bare",
-        heap: per_registration(|| arena.insert().expect("arena full")),
-        handle: std::mem::size_of::<Token>(),
-        note: "arena pages (slots of Engine::slot_bytes(), pages doubling)",
-    });
-    drop(arena);
-
-    let engine = Engine::with_hooks(NoHooks);
-    lines.push(BytesLine {
-        name: "evnexus-engine",
-        heap: per_registration(|| engine.timer_at(far, |_| {}).expect("register")),
-        handle: std::mem::size_of::<Timer>(),
-        note: "hooks engine, no-op timer: slot pages + boxed callback + backend value + Arc clone in the handle",
-    });
-    drop(engine);
-
-    let engine = Engine::builder()
-        .backend(evnexus::BackendKind::Epoll)
-        .build()
-        .expect("epoll engine");
-    lines.push(BytesLine {
-        name: "evnexus-epoll",
-        heap: {
-            let mut keys: Vec<Timer> = Vec::with_capacity(BYTES_N);
-            let (bytes, keys) = support::measure_bytes(|| {
-                for _ in 0..BYTES_N {
-                    keys.push(engine.timer_at(far, |_| {}).expect("register"));
-                }
-                // The loop moves the queued registrations into its heap.
-                engine.run_once(Some(Duration::ZERO)).expect("run_once");
-                keys
-            });
-            drop(keys);
-            bytes as f64 / BYTES_N as f64
-        },
-        handle: std::mem::size_of::<Timer>(),
-        note: "built-in loop (epoll), no-op timer: as evnexus-engine plus the loop's timer heap entry",
-    });
-    drop(engine);
-
-    let slab = sharded_slab::Slab::<Callback>::new();
-    lines.push(BytesLine {
-        name: "sharded-slab",
-        heap: per_registration(|| slab.insert(noop_callback()).expect("slab full")),
-        handle: std::mem::size_of::<usize>(),
-        note: "Slab<Box<dyn FnMut>>: pages of slots (slot type private; measured by allocation)",
-    });
-    drop(slab);
-
-    let mut slab = slab::Slab::<(u64, Callback)>::new();
-    lines.push(BytesLine {
-        name: "slab-mutex",
-        heap: per_registration(|| slab.insert((1, noop_callback()))),
-        handle: std::mem::size_of::<(usize, u64)>(),
-        note: "Slab<(generation, Box<dyn FnMut>)>: one Vec, doubling",
-    });
-    drop(slab);
-
-    let mut map = slotmap::SlotMap::<slotmap::DefaultKey, Callback>::new();
-    lines.push(BytesLine {
-        name: "slotmap",
-        heap: per_registration(|| map.insert(noop_callback())),
-        handle: std::mem::size_of::<slotmap::DefaultKey>(),
-        note: "SlotMap<_, Box<dyn FnMut>>: one Vec, doubling",
-    });
-    drop(map);
-
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime");
-    let tokio_heap = rt.block_on(tokio::task::unconstrained(async {
-        let mut sleeps: Vec<std::pin::Pin<Box<tokio::time::Sleep>>> = Vec::with_capacity(BYTES_N);
-        let (bytes, sleeps) = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(support::measure_bytes(|| {
-                for _ in 0..BYTES_N {
-                    let mut s = Box::pin(tokio::time::sleep_until(far.into()));
-                    // Polled once: now it holds its timer entry, in the wheel.
-                    assert!(s.as_mut().poll(cx).is_pending());
-                    sleeps.push(s);
-                }
-                std::mem::take(&mut sleeps)
-            }))
-        })
-        .await;
-        drop(sleeps);
-        bytes as f64 / BYTES_N as f64
-    }));
-    lines.push(BytesLine {
-        name: "tokio",
-        heap: tokio_heap,
-        handle: std::mem::size_of::<std::pin::Pin<Box<tokio::time::Sleep>>>(),
-        note: "Box::pin(sleep_until) polled once; size_of::<Sleep>() holds the timer entry",
-    });
-    drop(rt);
-
-    println!(
-        "bytes-per-registration: evnexus::Engine::slot_bytes() = {}, size_of::<tokio::time::Sleep>() = {}, \
-         size_of::<evnexus::Timer>() = {} ({} registrations each, net heap bytes from a counting allocator)",
-        Engine::slot_bytes(),
-        std::mem::size_of::<tokio::time::Sleep>(),
-        std::mem::size_of::<Timer>(),
-        BYTES_N
+    bench_subject(c, "evnexus-bare", &Bare::new(), &[1, 2], true);
+    bench_subject(
+        c,
+        "evnexus-bare-epoch-pin",
+        &BareEpoch(Bare::new()),
+        &[1, 2],
+        false,
     );
-    let mut json = String::from("{\n");
-    json.push_str(&format!(
-        "  \"registrations\": {BYTES_N},\n  \"evnexus_slot_bytes\": {},\n  \"tokio_sleep_size\": {},\n  \"impls\": {{\n",
-        Engine::slot_bytes(),
-        std::mem::size_of::<tokio::time::Sleep>()
-    ));
-    for (i, l) in lines.iter().enumerate() {
-        println!(
-            "bytes-per-registration: {:<15} heap {:>7.1} B + handle {:>2} B  ({})",
-            l.name, l.heap, l.handle, l.note
-        );
-        json.push_str(&format!(
-            "    \"{}\": {{\"heap_bytes\": {:.1}, \"handle_bytes\": {}, \"note\": \"{}\"}}{}\n",
-            l.name,
-            l.heap,
-            l.handle,
-            l.note,
-            if i + 1 < lines.len() { "," } else { "" }
-        ));
-    }
-    json.push_str("  }\n}\n");
-    if let Some(dir) = support::criterion_dir() {
-        let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::write(dir.join("bytes-per-registration.json"), json);
-    }
+    bench_subject(c, "evnexus-engine", &EngineSubject::new(), &[1, 2], true);
+    bench_subject(c, "sharded-slab", &Sharded::new(), &[1, 2], true);
+    bench_subject(c, "slab-mutex", &SlabMutex::new(), &[1, 2], true);
+    bench_slotmap_unlocked(c);
+    bench_subject(c, "slotmap-mutex", &SlotmapMutex::new(), &[1, 2], true);
 }
 
 criterion_group! {

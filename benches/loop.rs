@@ -1,6 +1,6 @@
 //! The engine's own loop beside epoll by hand, mio and tokio: cost per
-//! event at 1, 64 and 1,024 watched fds, and wake-up latency from another
-//! thread.
+//! event at 1, 64 and 1,024 watched fds. (Wake-up latency from another
+//! thread: `benches/wakeup.rs`.)
 //!
 //! Group `loop`; ids `<impl>/<shape>/<nfds>`, one criterion iteration = one
 //! event (each sample runs whole batches until it has at least that many
@@ -46,15 +46,7 @@
 //!     that did not block, so tokio reaches epoll only when its scheduler
 //!     polls the driver (every 61 tasks, or when it runs out of tasks).
 //!
-//! Group `wakeup`; ids `<impl>` in `evnexus-uring`, `evnexus-epoll`, `mio`,
-//! `tokio`: a thread wakes a loop that sleeps (`run_once(None)`;
-//! `Poll::poll(None)` woken by `mio::Waker`; `Runtime::block_on` of a
-//! future woken through its `std::task::Waker`, which is what tokio's
-//! `Notify` and channels do, the `sync` feature not being enabled here).
-//! Criterion reports the mean of wake() to return; p50 and p99 of every
-//! sample are printed and written to `<criterion dir>/wakeup-latency.json`.
-//!
-//! Defaults (42 `loop` entries at 1 s warm-up + 4 s, `wakeup` short) keep
+//! Defaults (42 `loop` entries at 1 s warm-up + 4 s) keep
 //! `cargo bench --bench loop` near four minutes on a two-core machine;
 //! command-line flags override them.
 //!
@@ -69,11 +61,9 @@ mod fixtures;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use evnexus::{BackendKind, Engine, FdWatch, Interest};
-use fixtures::{quantile, wake_latencies, Counts, Epoll, Fd, Fds, Shape};
-use std::future::{poll_fn, Future};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use fixtures::{Counts, Epoll, Fd, Fds, Shape, Signal};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// How long a wait may last before the benchmark calls it a hang.
@@ -404,39 +394,6 @@ impl EventLoop for MioLoop {
     }
 }
 
-/// A one-shot signal to a future from any thread: the flag, and the waker
-/// to call (what `tokio::sync::Notify` does, without its `sync` feature).
-#[derive(Default)]
-struct Signal {
-    fired: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-}
-
-impl Signal {
-    fn fire(&self) {
-        // Release: what the firer did before is visible to the waiter.
-        self.fired.store(true, Ordering::Release);
-        if let Some(w) = self.waker.lock().unwrap().take() {
-            w.wake();
-        }
-    }
-
-    /// Resolves once fired, and re-arms.
-    fn wait(&self) -> impl Future<Output = ()> + '_ {
-        poll_fn(move |cx| {
-            // Acquire: pairs with the Release in `fire`.
-            if self.fired.swap(false, Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            *self.waker.lock().unwrap() = Some(cx.waker().clone());
-            if self.fired.swap(false, Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            Poll::Pending
-        })
-    }
-}
-
 /// What the tokio tasks share with the measuring thread.
 #[derive(Default)]
 struct TokioShared {
@@ -608,135 +565,5 @@ fn bench_loop(c: &mut Criterion) {
     group.finish();
 }
 
-/// Wakes a [`Sleeper`] from any thread.
-type WakeFn = Box<dyn Fn() + Send + Sync>;
-
-/// A loop that sleeps until woken, and the way to wake it.
-trait Sleeper: Send {
-    fn sleep(&mut self);
-    fn waker(&self) -> WakeFn;
-}
-
-struct EvnexusSleeper(Engine);
-
-impl Sleeper for EvnexusSleeper {
-    fn sleep(&mut self) {
-        self.0.run_once(None).expect("run_once");
-    }
-    fn waker(&self) -> WakeFn {
-        let w = self.0.waker();
-        Box::new(move || w.wake())
-    }
-}
-
-struct MioSleeper {
-    poll: mio::Poll,
-    events: mio::Events,
-    waker: Arc<mio::Waker>,
-}
-
-impl Sleeper for MioSleeper {
-    fn sleep(&mut self) {
-        self.poll.poll(&mut self.events, None).expect("mio poll");
-    }
-    fn waker(&self) -> WakeFn {
-        let w = Arc::clone(&self.waker);
-        Box::new(move || w.wake().expect("mio wake"))
-    }
-}
-
-struct TokioSleeper {
-    rt: tokio::runtime::Runtime,
-    signal: Arc<Signal>,
-}
-
-impl Sleeper for TokioSleeper {
-    fn sleep(&mut self) {
-        self.rt.block_on(self.signal.wait());
-    }
-    fn waker(&self) -> WakeFn {
-        let s = Arc::clone(&self.signal);
-        Box::new(move || s.fire())
-    }
-}
-
-fn sleeper(name: &str) -> Box<dyn Sleeper> {
-    let engine = |kind| {
-        let e = Engine::builder().backend(kind).build().expect("engine");
-        Box::new(EvnexusSleeper(e)) as Box<dyn Sleeper>
-    };
-    match name {
-        "evnexus-uring" => engine(BackendKind::Uring),
-        "evnexus-epoll" => engine(BackendKind::Epoll),
-        "mio" => {
-            let poll = mio::Poll::new().expect("mio::Poll");
-            let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
-            Box::new(MioSleeper {
-                poll,
-                events: mio::Events::with_capacity(16),
-                waker,
-            })
-        }
-        "tokio" => Box::new(TokioSleeper {
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime"),
-            signal: Arc::default(),
-        }),
-        _ => unreachable!("{name}"),
-    }
-}
-
-fn bench_wakeup(c: &mut Criterion) {
-    let mut group = c.benchmark_group("wakeup");
-    // Each wake-up also costs a 50 µs pause that criterion does not see:
-    // keep the measured time short.
-    group
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500))
-        .sample_size(30);
-    let mut lines = Vec::new();
-    for name in ["evnexus-uring", "evnexus-epoll", "mio", "tokio"] {
-        let mut latencies = Vec::new();
-        let mut fixture: Option<(Box<dyn Sleeper>, WakeFn)> = None;
-        group.bench_function(name, |b| {
-            let (s, wake) = fixture.get_or_insert_with(|| {
-                let s = sleeper(name);
-                let w = s.waker();
-                (s, w)
-            });
-            b.iter_custom(|iters| {
-                let mut sleep = || s.sleep();
-                wake_latencies(iters, &mut sleep, &**wake, &mut latencies)
-            });
-        });
-        if latencies.len() >= 100 {
-            let n = latencies.len();
-            let p50 = quantile(&mut latencies, 0.50);
-            let p99 = quantile(&mut latencies, 0.99);
-            let us = |d: Duration| d.as_secs_f64() * 1e6;
-            println!(
-                "wakeup/{name}: p50 {:.1} µs, p99 {:.1} µs ({n} wake-ups)",
-                us(p50),
-                us(p99)
-            );
-            lines.push(format!(
-                "  \"{name}\": {{\"p50_ns\": {}, \"p99_ns\": {}, \"samples\": {n}}}",
-                p50.as_nanos(),
-                p99.as_nanos()
-            ));
-        }
-    }
-    group.finish();
-    if !lines.is_empty() {
-        if let Some(dir) = fixtures::criterion_dir() {
-            let _ = std::fs::create_dir_all(&dir);
-            let json = format!("{{\n{}\n}}\n", lines.join(",\n"));
-            let _ = std::fs::write(dir.join("wakeup-latency.json"), json);
-        }
-    }
-}
-
-criterion_group!(benches, bench_loop, bench_wakeup);
+criterion_group!(benches, bench_loop);
 criterion_main!(benches);

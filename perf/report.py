@@ -3,11 +3,24 @@
 
 Reads every  <criterion dir>/<group>/<function>/<parameter>/new/{benchmark,estimates}.json
 (criterion's layout; benchmark.json has the group, function and parameter ids,
-estimates.json the median's point estimate in ns) and prints one markdown table:
-for every group and parameter, each evnexus entry (function id starting with
-"evnexus") against each peer (any other function id) measured in the same group
-with the same parameter string, with the ratio peer median / evnexus median
-(> 1: evnexus is faster).
+estimates.json the median's point estimate in ns; --baseline NAME reads a baseline
+saved with criterion's --save-baseline NAME instead of "new") and prints one
+markdown table: for every group and parameter, each evnexus entry (function id
+starting with "evnexus") against each peer (any other function id) measured in the
+same group with the same parameter string, with the ratio peer median / evnexus
+median (> 1: evnexus is faster).
+
+A design alternative is an evnexus entry named <base><suffix>, <suffix> one of
+ALTERNATIVES (e.g. "evnexus-bare-epoch-pin", the bare arena's lookups under a
+crossbeam-epoch guard), where <base> is another evnexus entry of the same group and
+parameter: it is set against <base> alone, in the peer's column, so its ratio is
+alternative / evnexus as built (> 1: the design evnexus ships is faster).
+
+The wake-up latency quantiles that benches/wakeup.rs writes beside criterion's results
+(<criterion dir>/wakeup-latency.json) join the table as group "wakeup", parameters
+"p50", "p90" and "p99" (with the latest run only, not with --baseline).
+
+perf/compare.py compares two saved baselines row by row.
 
 With --write-readme, the table, the date (UTC), the machine (CPU model, cores,
 kernel) and the command replace what is between the README's markers
@@ -35,6 +48,8 @@ import sys
 BEGIN = "<!-- perf:begin -->"
 END = "<!-- perf:end -->"
 SECTION = re.compile(r"<!-- perf:([A-Za-z0-9_-]+):begin -->")
+# Suffixes of design alternatives (see the module doc).
+ALTERNATIVES = ("-epoch-pin",)
 
 
 def markers(section):
@@ -52,15 +67,16 @@ def default_dirs():
     return [os.path.join(target, "criterion")]
 
 
-def load(dirs):
-    """{(group, function, parameter): (median_ns, mtime, path)}; the newest wins."""
+def load(dirs, baseline="new"):
+    """{(group, function, parameter): (median_ns, mtime, path)} of criterion's
+    results in `baseline` ("new": the latest run); the newest wins."""
     found = {}
     for root in dirs:
         if not os.path.isdir(root):
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = [d for d in dirnames if d != "report"]
-            if os.path.basename(dirpath) != "new" or "benchmark.json" not in filenames \
+            if os.path.basename(dirpath) != baseline or "benchmark.json" not in filenames \
                     or "estimates.json" not in filenames:
                 continue
             try:
@@ -85,6 +101,33 @@ def load(dirs):
     return found
 
 
+def load_wakeup_quantiles(dirs):
+    """The wake-up latency quantiles benches/wakeup.rs writes to
+    <criterion dir>/wakeup-latency.json (from its interleaved pass, not a
+    criterion baseline), as entries of group "wakeup" with parameters "p50",
+    "p90" and "p99": {(group, function, parameter): (ns, mtime, path)}."""
+    found = {}
+    for root in dirs:
+        path = os.path.join(root, "wakeup-latency.json")
+        try:
+            with open(path) as f:
+                impls = json.load(f)["impls"]
+            mtime = os.path.getmtime(path)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"report.py: skipping {path}: {e}", file=sys.stderr)
+            continue
+        for name, q in impls.items():
+            for param in ("p50", "p90", "p99"):
+                if f"{param}_ns" not in q:
+                    continue
+                key = ("wakeup", name, param)
+                if key not in found or mtime > found[key][1]:
+                    found[key] = (float(q[f"{param}_ns"]), mtime, path)
+    return found
+
+
 def fmt_time(ns):
     if ns < 1e3:
         return f"{ns:.3g} ns" if ns < 100 else f"{ns:.0f} ns"
@@ -99,6 +142,17 @@ def is_evnexus(function):
     return function.startswith("evnexus")
 
 
+def alternative_of(function, names):
+    """The evnexus entry among `names` that `function` is a design alternative
+    of, or None."""
+    for suffix in ALTERNATIVES:
+        if function.endswith(suffix):
+            base = function[: -len(suffix)]
+            if base in names and is_evnexus(base):
+                return base
+    return None
+
+
 def build(found):
     """Rows of the table and a list of what had no pair."""
     by_cell = {}
@@ -107,17 +161,27 @@ def build(found):
     rows, unpaired = [], []
     for (group, param) in sorted(by_cell):
         entries = sorted(by_cell[(group, param)])
-        ours = [e for e in entries if is_evnexus(e[0])]
+        names = {f for f, _ in entries}
+        alternatives = [(f, m, alternative_of(f, names)) for f, m in entries]
+        alternatives = [(f, m, base) for f, m, base in alternatives if base is not None]
+        skip = {f for f, _, _ in alternatives}
+        ours = [e for e in entries if is_evnexus(e[0]) and e[0] not in skip]
         peers = [e for e in entries if not is_evnexus(e[0])]
-        if not ours or not peers:
-            names = ", ".join(f for f, _ in entries)
+        if not alternatives and (not ours or not peers):
             why = "no peer" if ours else "no evnexus entry"
-            unpaired.append(f"{group} {param or '-'} ({why}: {names})")
+            unpaired.append(f"{group} {param or '-'} ({why}: {', '.join(sorted(names))})")
             continue
         for f, m in ours:
             for pf, pm in peers:
-                rows.append((group, param or "-", f, m, pf, pm, pm / m if m > 0 else float("inf")))
+                rows.append((group, param or "-", f, m, pf, pm, ratio(pm, m)))
+            for af, am, base in alternatives:
+                if base == f:
+                    rows.append((group, param or "-", f, m, af, am, ratio(am, m)))
     return rows, unpaired
+
+
+def ratio(peer, ours):
+    return peer / ours if ours > 0 else float("inf")
 
 
 def table(rows):
@@ -165,6 +229,10 @@ def section(rows, unpaired, found, command, section_name):
         table(rows),
         "",
     ]
+    if any(r[0] == "wakeup" and r[1] in ("p50", "p90", "p99") for r in rows):
+        parts += ["Rows `wakeup` `p50`, `p90`, `p99`: quantiles of one wake-up, from "
+                  "`benches/wakeup.rs`'s pass that interleaves the implementations "
+                  "(`wakeup-latency.json`), not criterion medians.", ""]
     if unpaired:
         parts += ["Without a pair (not in the table): " + "; ".join(unpaired) + ".", ""]
     parts += [
@@ -203,13 +271,18 @@ def main():
     ap.add_argument("--write-readme", action="store_true",
                     help=f"replace the README's {BEGIN} ... {END} section with the table")
     ap.add_argument("--readme", default=os.path.join(REPO, "README.md"), help="[README.md]")
+    ap.add_argument("--baseline", default="new", metavar="NAME",
+                    help="read the results saved with criterion's --save-baseline NAME "
+                         "[new: the latest run]")
     ap.add_argument("--section", metavar="GROUP",
                     help="report criterion group GROUP alone, into the README's "
                          "<!-- perf:GROUP:begin --> ... <!-- perf:GROUP:end --> section")
     args = ap.parse_args()
 
     dirs = args.criterion_dir or default_dirs()
-    found = load(dirs)
+    found = load(dirs, args.baseline)
+    if args.baseline == "new":
+        found.update(load_wakeup_quantiles(dirs))
     try:
         with open(args.readme) as f:
             own_sections = set(SECTION.findall(f.read()))

@@ -1,11 +1,17 @@
-//! Fixtures of the `loop` benchmark: the watched fds, the per-event work
-//! every implementation does, the counters that prove it was done, and the
-//! wake-up latency harness.
+//! Fixtures of the `loop` and `wakeup` benchmarks: the watched fds, the
+//! per-event work every implementation does, the counters that prove it
+//! was done, a one-shot signal for tokio futures, and the wake-up latency
+//! harness.
 
+// Each of the two benches uses a part.
+#![allow(dead_code)]
+
+use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// What the watched fds do.
@@ -175,6 +181,39 @@ impl Counts {
     }
 }
 
+/// A one-shot signal to a future from any thread: the flag, and the waker
+/// to call (what `tokio::sync::Notify` does, without its `sync` feature).
+#[derive(Default)]
+pub struct Signal {
+    fired: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Signal {
+    pub fn fire(&self) {
+        // Release: what the firer did before is visible to the waiter.
+        self.fired.store(true, Ordering::Release);
+        if let Some(w) = self.waker.lock().unwrap().take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once fired, and re-arms.
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(move |cx| {
+            // Acquire: pairs with the Release in `fire`.
+            if self.fired.swap(false, Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            if self.fired.swap(false, Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+    }
+}
+
 /// A wrapper that lends a raw fd to mio or tokio without owning it.
 pub struct Fd(pub RawFd);
 
@@ -239,23 +278,27 @@ pub fn wake_latencies(
     let mut starts = Vec::with_capacity(iters as usize);
     let waker_thread = std::thread::current();
     let ends = std::thread::scope(|s| {
-        let looper = s.spawn(|| {
-            let mut ends = Vec::with_capacity(iters as usize);
-            for i in 1..=iters {
-                // Release/Acquire: hand-offs between the two threads.
-                armed.store(i, Ordering::Release);
-                loop {
-                    sleep();
-                    if sent.load(Ordering::Acquire) >= i {
-                        break;
+        // Named, so that `perf sched` and `strace` output can tell it.
+        let looper = std::thread::Builder::new()
+            .name("wake-loop".into())
+            .spawn_scoped(s, || {
+                let mut ends = Vec::with_capacity(iters as usize);
+                for i in 1..=iters {
+                    // Release/Acquire: hand-offs between the two threads.
+                    armed.store(i, Ordering::Release);
+                    loop {
+                        sleep();
+                        if sent.load(Ordering::Acquire) >= i {
+                            break;
+                        }
                     }
+                    ends.push(Instant::now());
+                    woke.store(i, Ordering::Release);
+                    waker_thread.unpark();
                 }
-                ends.push(Instant::now());
-                woke.store(i, Ordering::Release);
-                waker_thread.unpark();
-            }
-            ends
-        });
+                ends
+            })
+            .expect("spawn the loop thread");
         for i in 1..=iters {
             while armed.load(Ordering::Acquire) < i {
                 std::hint::spin_loop();

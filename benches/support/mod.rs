@@ -1,23 +1,25 @@
-//! Shared fixtures for the `arena`, `occurred` and `timers` benchmarks:
-//! criterion defaults, a two-thread timing harness, no-op hooks, a model of
-//! libxl's event design (the peer of `occurred`), and a counting allocator
-//! for the bytes-per-registration figures.
+//! Shared fixtures for the `arena`, `occurred`, `scaling` and `timers`
+//! benchmarks: criterion defaults, a many-thread timing harness and the
+//! thread counts to run it on, no-op hooks, a model of libxl's event design
+//! (the peer of `occurred`), and a counting allocator for the bytes and
+//! allocations per registration.
 //!
 //! # Naming (read by the report script)
 //!
 //! Every entry is `BenchmarkId::new("<impl>", "<op>/<param>")` in a group
-//! named for its file (`arena`, `occurred`, `timers`), so evnexus and each
-//! peer share `<op>/<param>` and differ only in `<impl>`. Criterion writes
+//! named for its file (`arena`, `occurred`, `scaling`, `timers`), so
+//! evnexus and each peer share `<op>/<param>` and differ only in `<impl>`. Criterion writes
 //! the `/` of the parameter as `_` on disk:
 //! `target/criterion/<group>/<impl>/<op>_<param>/new/estimates.json`.
 //!
-//! # Two threads
+//! # Several threads
 //!
-//! A `2t` entry runs two threads (the bench thread and one helper), each
-//! doing the criterion iteration count `N` of operations on the shared
-//! structure after a common start barrier; the reported time is the slower
-//! thread's elapsed time divided by `N`, so it is the time per operation as
-//! each thread sees it (equal to the `1t` figure under perfect scaling).
+//! A `2t` (`Kt`) entry runs two (K) threads (the bench thread and helpers),
+//! each doing the criterion iteration count `N` of operations on the
+//! shared structure after a common start barrier; the reported time is the
+//! slowest thread's elapsed time divided by `N`, so it is the time per
+//! operation as each thread sees it (equal to the `1t` figure under perfect
+//! scaling).
 
 #![allow(dead_code)]
 
@@ -25,7 +27,7 @@ use criterion::Criterion;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +44,58 @@ pub fn criterion() -> Criterion {
         .measurement_time(Duration::from_secs(2))
         .sample_size(30)
         .nresamples(20_000)
+}
+
+/// The variable that sets the thread counts of the `scaling` bench.
+pub const THREADS_VAR: &str = "EVNEXUS_BENCH_THREADS";
+
+/// Thread counts for the `scaling` bench: `$EVNEXUS_BENCH_THREADS` (a
+/// comma-separated list, e.g. `1,2,4,8,16`), else 1, 2, 4, ... up to
+/// `std::thread::available_parallelism()`, and that count itself when it
+/// is not a power of two. A malformed list is an error naming the variable.
+pub fn thread_counts() -> Result<Vec<usize>, String> {
+    match std::env::var(THREADS_VAR) {
+        Ok(list) => parse_thread_counts(&list),
+        Err(std::env::VarError::NotPresent) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Ok(default_thread_counts(cores))
+        }
+        Err(e) => Err(format!("{THREADS_VAR}: {e}")),
+    }
+}
+
+/// Powers of two up to `cores`, and `cores` itself.
+pub fn default_thread_counts(cores: usize) -> Vec<usize> {
+    let mut counts: Vec<usize> = std::iter::successors(Some(1usize), |&n| n.checked_mul(2))
+        .take_while(|&n| n <= cores)
+        .collect();
+    if counts.last() != Some(&cores) && cores > 0 {
+        counts.push(cores);
+    }
+    counts
+}
+
+/// `"1,2,4"` to `[1, 2, 4]`: positive counts, each at most 1,024, no
+/// duplicates (kept in the order given).
+pub fn parse_thread_counts(list: &str) -> Result<Vec<usize>, String> {
+    let mut counts = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let n: usize = item
+            .parse()
+            .map_err(|_| format!("{THREADS_VAR}={list:?}: {item:?} is not a thread count"))?;
+        if n == 0 || n > 1024 {
+            return Err(format!(
+                "{THREADS_VAR}={list:?}: {n} threads is out of range (1 to 1024)"
+            ));
+        }
+        if !counts.contains(&n) {
+            counts.push(n);
+        }
+    }
+    if counts.is_empty() {
+        return Err(format!("{THREADS_VAR}={list:?}: no thread count"));
+    }
+    Ok(counts)
 }
 
 /// A deadline no benchmark reaches.
@@ -368,21 +422,36 @@ impl LibxlModel {
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static NET_BYTES: AtomicIsize = AtomicIsize::new(0);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static ALLOC_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// The system allocator, counting the net bytes requested while
-/// [`measure_bytes`] runs. When not measuring it costs one relaxed load of
-/// a read-only flag per call.
+/// The system allocator, counting while [`measure`] runs: the net bytes
+/// left allocated, and the allocations made (calls of `alloc`,
+/// `alloc_zeroed` and `realloc`) with the bytes they asked for. When not
+/// measuring it costs one relaxed load of a read-only flag per call.
 pub struct CountingAlloc;
+
+/// Counts one allocation of `size` bytes (net `net`) if measuring.
+#[inline]
+fn count(size: usize, net: isize) {
+    // Relaxed everywhere: the counters are read after `measure` switched
+    // counting off with a SeqCst store, on the same (only) thread.
+    if COUNTING.load(Ordering::Relaxed) {
+        NET_BYTES.fetch_add(net, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(size, Ordering::Relaxed);
+    }
+}
 
 // SAFETY: every method forwards to `System` with the caller's arguments
 // unchanged, so `System`'s guarantees are ours; the counting only reads the
-// layout and touches two atomics.
+// layout and touches atomics.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's (valid, non-zero) layout.
         let p = unsafe { System.alloc(layout) };
-        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
-            NET_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        if !p.is_null() {
+            count(layout.size(), layout.size() as isize);
         }
         p
     }
@@ -390,13 +459,14 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
         let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
-            NET_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        if !p.is_null() {
+            count(layout.size(), layout.size() as isize);
         }
         p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // Relaxed: as in `count`.
         if COUNTING.load(Ordering::Relaxed) {
             NET_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
         }
@@ -407,26 +477,47 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller's contract for `realloc`, forwarded unchanged.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
-            NET_BYTES.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
+        if !p.is_null() {
+            count(new_size, new_size as isize - layout.size() as isize);
         }
         p
     }
 }
 
+/// What the counting allocator saw during one [`measure`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counted {
+    /// Bytes allocated and not freed again.
+    pub net_bytes: isize,
+    /// Calls of `alloc`, `alloc_zeroed` and `realloc`.
+    pub allocs: usize,
+    /// Bytes those calls asked for.
+    pub alloc_bytes: usize,
+}
+
 /// Runs `f` with the counting allocator on (the binary must install
-/// [`CountingAlloc`] as its global allocator) and returns the net bytes
-/// it left allocated, with its result (dropped by the caller, uncounted).
-/// Single-threaded use only: other threads' allocations would count too.
-pub fn measure_bytes<R>(f: impl FnOnce() -> R) -> (isize, R) {
+/// [`CountingAlloc`] as its global allocator) and returns what it counted,
+/// with `f`'s result (dropped by the caller, uncounted). Single-threaded
+/// use only: other threads' allocations would count too.
+pub fn measure<R>(f: impl FnOnce() -> R) -> (Counted, R) {
     NET_BYTES.store(0, Ordering::SeqCst);
+    ALLOCS.store(0, Ordering::SeqCst);
+    ALLOC_BYTES.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
     let r = f();
     COUNTING.store(false, Ordering::SeqCst);
-    (NET_BYTES.load(Ordering::SeqCst), r)
+    let counted = Counted {
+        net_bytes: NET_BYTES.load(Ordering::SeqCst),
+        allocs: ALLOCS.load(Ordering::SeqCst),
+        alloc_bytes: ALLOC_BYTES.load(Ordering::SeqCst),
+    };
+    (counted, r)
+}
+
+/// [`measure`], the net bytes only.
+pub fn measure_bytes<R>(f: impl FnOnce() -> R) -> (isize, R) {
+    let (counted, r) = measure(f);
+    (counted.net_bytes, r)
 }
 
 /// Where criterion keeps its results: `$CRITERION_HOME`, else
