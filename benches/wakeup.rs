@@ -10,9 +10,15 @@
 //! - `tokio`: `Runtime::block_on` (current thread) of a future woken
 //!   through its `std::task::Waker`, which is what tokio's `Notify` and
 //!   channels do (the `sync` feature is not enabled here);
-//! - `raw-epoll`: the floor with the same system calls as the evnexus epoll
-//!   loop's wake-up: `epoll_wait(-1)` on an eventfd registered
-//!   level-triggered, written by the waker and read after each wake-up.
+//! - `raw-epoll`: a floor of system calls: `epoll_wait(-1)` on an eventfd
+//!   registered level-triggered, written by the waker and read after each
+//!   wake-up (the evnexus epoll loop watches its eventfd edge-triggered and
+//!   does not read it, as mio does: one system call fewer than this).
+//!
+//! Group `wake_cycle`, same ids: the CPU cost of one wake-up without the
+//! scheduler in it. One thread wakes the loop, then runs it; the wait
+//! returns at once. Two system calls for evnexus and mio (the write, the
+//! wait), three for `raw-epoll` (and the read).
 //!
 //! The harness (`fixtures::wake_latencies`): the loop thread (named
 //! `wake-loop`, for `perf sched` and `strace`) announces it is about to
@@ -211,6 +217,22 @@ fn bench_wakeup(c: &mut Criterion) {
     interleaved(&mut ran);
 }
 
+/// The `wake_cycle` group (see the module doc).
+fn bench_wake_cycle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("wake_cycle");
+    for name in IMPLS {
+        group.bench_function(name, |b| {
+            let mut s = sleeper(name);
+            let wake = s.waker();
+            b.iter(|| {
+                wake();
+                s.sleep();
+            });
+        });
+    }
+    group.finish();
+}
+
 /// The quantiles, from rounds that take turns (see the module doc).
 fn interleaved(ran: &mut [(&str, Box<dyn Sleeper>, WakeFn)]) {
     if ran.is_empty() {
@@ -253,5 +275,5 @@ fn interleaved(ran: &mut [(&str, Box<dyn Sleeper>, WakeFn)]) {
     }
 }
 
-criterion_group!(benches, bench_wakeup);
+criterion_group!(benches, bench_wakeup, bench_wake_cycle);
 criterion_main!(benches);

@@ -157,11 +157,13 @@ impl LoopBase {
         // SAFETY: a fresh descriptor nothing else owns.
         let epfd = unsafe { OwnedFd::from_raw_fd(ep) };
         let signals = StdArc::new(Signals {
-            wake: WakeFd::new()?,
+            wake: WakeFd::new_edge()?,
             stop: AtomicBool::new(false),
         });
+        // Edge-triggered: each write is one event, consumed by the wait
+        // that reports it (see `WakeFd`).
         let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
             u64: WAKE_DATA,
         };
         // SAFETY: both fds are open; `ev` is a valid epoll_event.

@@ -16,7 +16,16 @@
 //! - `write` sets `sent` and, if it was clear, writes the eventfd;
 //! - the loop, once its wait has returned with the eventfd readable, calls
 //!   `drain` *before it dispatches anything of that batch*: `drain` reads
-//!   the eventfd, then clears `sent`.
+//!   the eventfd (level-triggered waits only, see below), then clears
+//!   `sent`.
+//!
+//! The built-in loop watches the eventfd edge-triggered
+//! ([`WakeFd::new_edge`]): every write of an eventfd is a new edge, so the
+//! wait that returned it has consumed the wake-up and `drain` only clears
+//! `sent`, one system call fewer per wake-up. The counter it never reads
+//! grows by one per write, at most one write per loop turn: 2^64 - 2 turns
+//! before a write could fail. `poll()` is level-triggered, so the poll
+//! backend's loop reads.
 //!
 //! A `write` that finds `sent` already set skips the system call: its
 //! wake-up is the one already pending, or the one being drained, and the
@@ -37,10 +46,23 @@ pub(crate) struct WakeFd {
     nested: AtomicBool,
     /// The eventfd has been written since the last drain.
     sent: AtomicBool,
+    /// The loop's wait is edge-triggered: a drain need not read.
+    edge: bool,
 }
 
 impl WakeFd {
+    /// For a loop that waits level-triggered (`poll()`): its drain reads.
     pub(crate) fn new() -> io::Result<WakeFd> {
+        WakeFd::with_trigger(false)
+    }
+
+    /// For a loop that watches the eventfd with `EPOLLET`: its drain does
+    /// not read.
+    pub(crate) fn new_edge() -> io::Result<WakeFd> {
+        WakeFd::with_trigger(true)
+    }
+
+    fn with_trigger(edge: bool) -> io::Result<WakeFd> {
         // SAFETY: eventfd takes no pointers; it returns a new fd or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -52,6 +74,7 @@ impl WakeFd {
             sleeping: AtomicU32::new(0),
             nested: AtomicBool::new(false),
             sent: AtomicBool::new(false),
+            edge,
         })
     }
 
@@ -123,11 +146,14 @@ impl WakeFd {
     /// Consumes a wake-up: called by a loop whose wait found the eventfd
     /// readable, before it dispatches anything of that batch.
     pub(crate) fn drain(&self) {
-        let mut buf = 0u64;
-        // SAFETY: reads 8 bytes into `buf`, which is 8 bytes long. A failure
-        // (EAGAIN: drained already) leaves nothing to do.
-        unsafe { libc::read(self.raw(), (&mut buf as *mut u64).cast(), 8) };
-        // After the read, so a write that skipped its system call (finding
+        if !self.edge {
+            let mut buf = 0u64;
+            // SAFETY: reads 8 bytes into `buf`, which is 8 bytes long. A
+            // failure (EAGAIN: drained already) leaves nothing to do.
+            unsafe { libc::read(self.raw(), (&mut buf as *mut u64).cast(), 8) };
+        }
+        // After the read (or the edge-triggered wait that consumed the
+        // edge), so a write that skipped its system call (finding
         // `sent` set) is covered by this drain's loop turn, and one that
         // comes later writes afresh. Release, and the fence: see `write`.
         self.sent.store(false, Ordering::Release);
