@@ -22,6 +22,12 @@
 //!     (`Interest::READABLE`).
 //!   - `evnexus-uring-edge`, `evnexus-epoll-edge` (busy only):
 //!     `Interest::READABLE | Interest::EDGE`.
+//!   - `evnexus-uring-keep`, `evnexus-epoll-keep`: readiness kept in user
+//!     space, `Interest::READABLE | Interest::KEEP_READY`, the callback
+//!     written as tokio's is: it calls `FdEvent::clear_ready` only when a
+//!     read finds the fd drained (never, in these shapes: a `ready` fd is
+//!     never read, a `busy` pipe always holds its byte), so a watch still
+//!     ready is dispatched again on the next turn without a system call.
 //!   - `raw-epoll-lt`: `epoll_wait` (1,024 events at most) and a loop over
 //!     the events by hand, handlers called statically (no boxed callback):
 //!     the floor.
@@ -46,8 +52,8 @@
 //!     that did not block, so tokio reaches epoll only when its scheduler
 //!     polls the driver (every 61 tasks, or when it runs out of tasks).
 //!
-//! Defaults (42 `loop` entries at 1 s warm-up + 4 s) keep
-//! `cargo bench --bench loop` near four minutes on a two-core machine;
+//! Defaults (54 `loop` entries at 1 s warm-up + 4 s) keep
+//! `cargo bench --bench loop` near five minutes on a two-core machine;
 //! command-line flags override them.
 //!
 //! Correctness, checked outside the timed loops: before measuring, every
@@ -78,17 +84,21 @@ enum Impl {
     EvnexusEpoll,
     EvnexusUringEdge,
     EvnexusEpollEdge,
+    EvnexusUringKeep,
+    EvnexusEpollKeep,
     RawEpollLt,
     RawEpollOneshot,
     Mio,
     Tokio,
 }
 
-const IMPLS: [Impl; 8] = [
+const IMPLS: [Impl; 10] = [
     Impl::EvnexusUring,
     Impl::EvnexusEpoll,
     Impl::EvnexusUringEdge,
     Impl::EvnexusEpollEdge,
+    Impl::EvnexusUringKeep,
+    Impl::EvnexusEpollKeep,
     Impl::RawEpollLt,
     Impl::RawEpollOneshot,
     Impl::Mio,
@@ -102,6 +112,8 @@ impl Impl {
             Impl::EvnexusEpoll => "evnexus-epoll",
             Impl::EvnexusUringEdge => "evnexus-uring-edge",
             Impl::EvnexusEpollEdge => "evnexus-epoll-edge",
+            Impl::EvnexusUringKeep => "evnexus-uring-keep",
+            Impl::EvnexusEpollKeep => "evnexus-epoll-keep",
             Impl::RawEpollLt => "raw-epoll-lt",
             Impl::RawEpollOneshot => "raw-epoll-oneshot",
             Impl::Mio => "mio",
@@ -117,10 +129,12 @@ impl Impl {
     fn build(self, shape: Shape, n: usize) -> Box<dyn EventLoop> {
         let fds = Fds::new(shape, n);
         match self {
-            Impl::EvnexusUring => Box::new(Evnexus::new(fds, BackendKind::Uring, false)),
-            Impl::EvnexusEpoll => Box::new(Evnexus::new(fds, BackendKind::Epoll, false)),
-            Impl::EvnexusUringEdge => Box::new(Evnexus::new(fds, BackendKind::Uring, true)),
-            Impl::EvnexusEpollEdge => Box::new(Evnexus::new(fds, BackendKind::Epoll, true)),
+            Impl::EvnexusUring => Box::new(Evnexus::new(fds, BackendKind::Uring, Mode::Level)),
+            Impl::EvnexusEpoll => Box::new(Evnexus::new(fds, BackendKind::Epoll, Mode::Level)),
+            Impl::EvnexusUringEdge => Box::new(Evnexus::new(fds, BackendKind::Uring, Mode::Edge)),
+            Impl::EvnexusEpollEdge => Box::new(Evnexus::new(fds, BackendKind::Epoll, Mode::Edge)),
+            Impl::EvnexusUringKeep => Box::new(Evnexus::new(fds, BackendKind::Uring, Mode::Keep)),
+            Impl::EvnexusEpollKeep => Box::new(Evnexus::new(fds, BackendKind::Epoll, Mode::Keep)),
             Impl::RawEpollLt => Box::new(RawEpoll::new(fds, false)),
             Impl::RawEpollOneshot => Box::new(RawEpoll::new(fds, true)),
             Impl::Mio => Box::new(MioLoop::new(fds)),
@@ -131,10 +145,12 @@ impl Impl {
 
 /// The work of one event on fd `i`, the same in every implementation.
 #[inline(always)]
-fn on_event(shape: Shape, r: i32, w: i32, counts: &Counts, i: usize) {
-    if Fds::on_event(shape, r, w) {
+fn on_event(shape: Shape, r: i32, w: i32, counts: &Counts, i: usize) -> bool {
+    let handled = Fds::on_event(shape, r, w);
+    if handled {
         counts.bump(i);
     }
+    handled
 }
 
 trait EventLoop {
@@ -176,6 +192,14 @@ trait EventLoop {
     }
 }
 
+/// How an evnexus watch asks for its events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Level,
+    Edge,
+    Keep,
+}
+
 struct Evnexus {
     // Dropped before the fds they watch.
     watches: Vec<FdWatch>,
@@ -186,23 +210,32 @@ struct Evnexus {
 }
 
 impl Evnexus {
-    fn new(fds: Fds, kind: BackendKind, edge: bool) -> Evnexus {
+    fn new(fds: Fds, kind: BackendKind, mode: Mode) -> Evnexus {
         let engine = Engine::builder().backend(kind).build().expect("engine");
         assert_eq!(engine.backend(), kind);
         let counts = Counts::new(fds.len());
-        let interest = if edge {
-            Interest::READABLE | Interest::EDGE
-        } else {
-            Interest::READABLE
+        let interest = match mode {
+            Mode::Level => Interest::READABLE,
+            Mode::Edge => Interest::READABLE | Interest::EDGE,
+            Mode::Keep => Interest::READABLE | Interest::KEEP_READY,
         };
         let shape = fds.shape;
         let watches = (0..fds.len())
             .map(|i| {
                 let (r, w) = (fds.read[i], fds.write[i]);
                 let counts = counts.clone();
-                engine
-                    .register_fd(r, interest, move |_| on_event(shape, r, w, &counts, i))
-                    .expect("register_fd")
+                let watch = if mode == Mode::Keep {
+                    engine.register_fd(r, interest, move |ev| {
+                        if !on_event(shape, r, w, &counts, i) {
+                            ev.clear_ready();
+                        }
+                    })
+                } else {
+                    engine.register_fd(r, interest, move |_| {
+                        on_event(shape, r, w, &counts, i);
+                    })
+                };
+                watch.expect("register_fd")
             })
             .collect();
         Evnexus {
