@@ -361,7 +361,15 @@ fn detached_periodic_timer_runs_until_its_callback_stops_it() {
             dropped.load(Ordering::SeqCst)
         });
         let runs = seen.lock().unwrap();
-        assert_eq!(runs.last().map(|r| r.index), Some(4));
+        // The chain ends at the first run whose index reaches 4: index 4
+        // itself, or a later one when a slow machine skipped periods.
+        let last = runs.last().expect("the detached timer never ran");
+        assert!(last.index >= 4, "stopped early, at index {}", last.index);
+        assert!(
+            runs[..runs.len() - 1].iter().all(|r| r.index < 4),
+            "a run after the one that stopped the chain: {:?}",
+            runs.iter().map(|r| r.index).collect::<Vec<_>>()
+        );
         // Each run had a token of its own, which is spent.
         for run in runs.iter() {
             assert!(!rig.engine.deregister(run.token).unwrap());
