@@ -1,5 +1,6 @@
 # shellcheck shell=bash disable=SC2034  # (variables used by the sourcing script)
-# Shared by perf/record.sh, perf/stat.sh, perf/syscalls.sh and perf/soak.sh (sourced, not run).
+# Shared by perf/record.sh, perf/stat.sh, perf/syscalls.sh, perf/soak.sh and
+# perf/bench-runs.sh (sourced, not run).
 #
 # Expects the caller to have done `set -euo pipefail` and to be in the
 # repository root. Provides:

@@ -18,7 +18,14 @@ alternative / evnexus as built (> 1: the design evnexus ships is faster).
 
 The wake-up latency quantiles that benches/wakeup.rs writes beside criterion's results
 (<criterion dir>/wakeup-latency.json) join the table as group "wakeup", parameters
-"p50", "p90" and "p99" (with the latest run only, not with --baseline).
+"p50", "p90" and "p99". With --baseline NAME they come from
+<criterion dir>/wakeup-latency.NAME.json (perf/bench-runs.sh copies each run's file there).
+
+Several runs (the rule on this drifting machine: every group run on its own three
+times): --baseline run1,run2,run3. Each median in the table is then the median of the
+runs' medians, and each ratio the median of the runs' ratios: every ratio is taken
+within one run (peer and evnexus measured minutes apart, never hours), then the
+median of those is shown.
 
 perf/compare.py compares two saved baselines row by row.
 
@@ -43,6 +50,7 @@ import os
 import platform
 import re
 import shlex
+import statistics
 import sys
 
 BEGIN = "<!-- perf:begin -->"
@@ -101,14 +109,16 @@ def load(dirs, baseline="new"):
     return found
 
 
-def load_wakeup_quantiles(dirs):
+def load_wakeup_quantiles(dirs, baseline="new"):
     """The wake-up latency quantiles benches/wakeup.rs writes to
     <criterion dir>/wakeup-latency.json (from its interleaved pass, not a
-    criterion baseline), as entries of group "wakeup" with parameters "p50",
-    "p90" and "p99": {(group, function, parameter): (ns, mtime, path)}."""
+    criterion baseline; a baseline's copy: wakeup-latency.NAME.json), as
+    entries of group "wakeup" with parameters "p50", "p90" and "p99":
+    {(group, function, parameter): (ns, mtime, path)}."""
     found = {}
+    name = "wakeup-latency.json" if baseline == "new" else f"wakeup-latency.{baseline}.json"
     for root in dirs:
-        path = os.path.join(root, "wakeup-latency.json")
+        path = os.path.join(root, name)
         try:
             with open(path) as f:
                 impls = json.load(f)["impls"]
@@ -153,8 +163,40 @@ def alternative_of(function, names):
     return None
 
 
-def build(found):
-    """Rows of the table and a list of what had no pair."""
+def load_runs(dirs, baselines):
+    """Each baseline's results (with its wake-up quantiles), one dict per run."""
+    runs = []
+    for name in baselines:
+        run = load(dirs, name)
+        run.update(load_wakeup_quantiles(dirs, name))
+        if not run:
+            print(f"report.py: no results in baseline {name!r}", file=sys.stderr)
+        runs.append(run)
+    return runs
+
+
+def merge(runs):
+    """{key: (median of the runs' medians, newest mtime, path of the newest)}."""
+    per_key = {}
+    for run in runs:
+        for key, v in run.items():
+            per_key.setdefault(key, []).append(v)
+    return {k: (statistics.median(m for m, _, _ in vs), max(t for _, t, _ in vs),
+                max(vs, key=lambda v: v[1])[2]) for k, vs in per_key.items()}
+
+
+def build(found, runs=None):
+    """Rows of the table and a list of what had no pair. With `runs` (each
+    run's results), a ratio is the median of the ratios within each run."""
+
+    def row_ratio(group, param, peer, ours, pm, m):
+        if not runs:
+            return ratio(pm, m)
+        per_run = [ratio(run[(group, peer, param)][0], run[(group, ours, param)][0])
+                   for run in runs
+                   if (group, peer, param) in run and (group, ours, param) in run]
+        return statistics.median(per_run) if per_run else ratio(pm, m)
+
     by_cell = {}
     for (group, function, param), (median, _, _) in found.items():
         by_cell.setdefault((group, param), []).append((function, median))
@@ -173,10 +215,12 @@ def build(found):
             continue
         for f, m in ours:
             for pf, pm in peers:
-                rows.append((group, param or "-", f, m, pf, pm, ratio(pm, m)))
+                rows.append((group, param or "-", f, m, pf, pm,
+                             row_ratio(group, param, pf, f, pm, m)))
             for af, am, base in alternatives:
                 if base == f:
-                    rows.append((group, param or "-", f, m, af, am, ratio(am, m)))
+                    rows.append((group, param or "-", f, m, af, am,
+                                 row_ratio(group, param, af, f, am, m)))
     return rows, unpaired
 
 
@@ -216,15 +260,19 @@ def machine():
         else f"{model}, {cores} cores, {platform.system()} {platform.release()}"
 
 
-def section(rows, unpaired, found, command, section_name):
+def section(rows, unpaired, found, command, section_name, nruns=1):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     times = [v[1] for v in found.values()]
     oldest = datetime.datetime.fromtimestamp(min(times), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     newest = datetime.datetime.fromtimestamp(max(times), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    runs_text = "" if nruns <= 1 else (
+        f" Each group was run on its own {nruns} times: a median here is the median of "
+        f"the {nruns} runs' medians, a ratio the median of the {nruns} runs' ratios (each "
+        "taken within one run).")
     parts = [
         "Criterion medians, each evnexus entry against each peer measured in the same "
         "group with the same parameter; the ratio is peer / evnexus, so **above 1 "
-        "evnexus is faster**, below 1 the peer is.",
+        "evnexus is faster**, below 1 the peer is." + runs_text,
         "",
         table(rows),
         "",
@@ -238,15 +286,18 @@ def section(rows, unpaired, found, command, section_name):
     parts += [
         f"Generated {now} on {machine()}, from {len(found)} criterion results "
         f"(measured {oldest if oldest == newest else oldest + ' to ' + newest} UTC), by `{command}`. "
-        f"Regenerate: `cargo bench --workspace` then `{regenerate(section_name)}`; "
-        "never edit these numbers by hand.",
+        f"Regenerate: {regenerate(section_name, nruns)}; never edit these numbers by hand.",
     ]
     return "\n".join(parts)
 
 
-def regenerate(section_name):
+def regenerate(section_name, nruns=1):
     flag = "" if section_name is None else f" --section {section_name}"
-    return f"python3 perf/report.py{flag} --write-readme"
+    if nruns <= 1:
+        return f"`cargo bench --workspace` then `python3 perf/report.py{flag} --write-readme`"
+    names = ",".join(f"run{i}" for i in range(1, nruns + 1))
+    return (f"`perf/bench-runs.sh --runs {nruns}` (every bench on its own, {nruns} times) then "
+            f"`python3 perf/report.py --baseline {names}{flag} --write-readme`")
 
 
 def write_readme(path, body, section_name):
@@ -271,31 +322,33 @@ def main():
     ap.add_argument("--write-readme", action="store_true",
                     help=f"replace the README's {BEGIN} ... {END} section with the table")
     ap.add_argument("--readme", default=os.path.join(REPO, "README.md"), help="[README.md]")
-    ap.add_argument("--baseline", default="new", metavar="NAME",
+    ap.add_argument("--baseline", default="new", metavar="NAME[,NAME...]",
                     help="read the results saved with criterion's --save-baseline NAME "
-                         "[new: the latest run]")
+                         "[new: the latest run]; several, comma-separated: medians of "
+                         "their medians, ratios the median of each run's ratio")
     ap.add_argument("--section", metavar="GROUP",
                     help="report criterion group GROUP alone, into the README's "
                          "<!-- perf:GROUP:begin --> ... <!-- perf:GROUP:end --> section")
     args = ap.parse_args()
 
     dirs = args.criterion_dir or default_dirs()
-    found = load(dirs, args.baseline)
-    if args.baseline == "new":
-        found.update(load_wakeup_quantiles(dirs))
+    baselines = [b for b in args.baseline.split(",") if b]
+    runs = load_runs(dirs, baselines)
+    found = merge(runs)
     try:
         with open(args.readme) as f:
             own_sections = set(SECTION.findall(f.read()))
     except OSError:
         own_sections = set()
     if args.section is not None:
-        found = {k: v for k, v in found.items() if k[0] == args.section}
+        keep = lambda k: k[0] == args.section  # noqa: E731
     else:
-        found = {k: v for k, v in found.items() if k[0] not in own_sections}
+        keep = lambda k: k[0] not in own_sections  # noqa: E731
+    found = {k: v for k, v in found.items() if keep(k)}
     if not found:
         sys.exit("report.py: no criterion results under " + ", ".join(dirs)
                  + " (run `cargo bench` first)")
-    rows, unpaired = build(found)
+    rows, unpaired = build(found, runs if len(runs) > 1 else None)
     # The command as one could type it in the repository root.
     cmd_args = [os.path.relpath(a, REPO) if os.path.isabs(a) and a.startswith(REPO + os.sep) else a
                 for a in sys.argv[1:]]
@@ -305,7 +358,7 @@ def main():
         for u in unpaired:
             print("  " + u, file=sys.stderr)
         sys.exit(1)
-    body = section(rows, unpaired, found, command, args.section)
+    body = section(rows, unpaired, found, command, args.section, len(runs))
     print(body)
     if args.write_readme:
         write_readme(args.readme, body, args.section)
