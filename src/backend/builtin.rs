@@ -337,7 +337,8 @@ impl<W: Waiter> Builtin<W> {
             match event {
                 Event::Wake => {}
                 Event::Ready(token, revents) => {
-                    let (r, keep) = d.dispatch_ready(token, revents);
+                    let mut keep = false;
+                    let r = d.dispatch_ready(token, revents, &mut keep);
                     if matches!(r, Ok(Occurred::Stale(_))) {
                         stale.push(token);
                     }
@@ -353,7 +354,8 @@ impl<W: Waiter> Builtin<W> {
         // ready both times). One that ended meanwhile is skipped, uncounted.
         let mut kept = kept;
         for (token, revents) in kept.drain(..) {
-            if let Some((r, keep)) = d.redispatch(token, revents) {
+            let mut keep = false;
+            if let Some(r) = d.redispatch(token, revents, &mut keep) {
                 if keep {
                     kept_next.push((token, revents));
                 }

@@ -141,13 +141,15 @@ impl Tally {
 /// found. Implemented by the facade, which builds the callbacks' events.
 pub(crate) trait Dispatch {
     /// Dispatches readiness that the loop observed for `token` (its fd is
-    /// the registered one: no fd check). The `bool`: the watch keeps its
-    /// readiness ([`Interest::KEEP_READY`], not cleared by the callback):
-    /// dispatch it again next turn.
-    fn dispatch_ready(&self, token: Token, revents: u16) -> (Result<Occurred>, bool);
+    /// the registered one: no fd check). Sets `kept` (the caller's `false`
+    /// otherwise untouched) when the watch keeps its readiness
+    /// ([`Interest::KEEP_READY`], not cleared by the callback): dispatch it
+    /// again next turn. An out-parameter rather than a returned pair: see
+    /// `Core::occurred_fd_at`.
+    fn dispatch_ready(&self, token: Token, revents: u16, kept: &mut bool) -> Result<Occurred>;
     /// Dispatches a watch again whose readiness it kept; `None` (nothing
-    /// counted) when it has ended meanwhile.
-    fn redispatch(&self, token: Token, revents: u16) -> Option<(Result<Occurred>, bool)>;
+    /// counted) when it has ended meanwhile. Sets `kept` as above.
+    fn redispatch(&self, token: Token, revents: u16, kept: &mut bool) -> Option<Result<Occurred>>;
     /// Fires timer `token` if it is due at `now` (an offset on the
     /// engine's clock); `None` when it is not due, is being changed, or is
     /// gone (the loop drops its queue entry).

@@ -229,7 +229,7 @@ impl EngineHandle {
     /// assert_eq!(report.join().unwrap()?, Occurred::Dispatched);
     /// # Ok(()) }
     /// ```
-    #[inline]
+    #[inline(always)] // a stale report stays in the caller's loop (see `Core::occurred_fd`)
     pub fn occurred_fd(&self, token: Token, fd: RawFd, revents: Readiness) -> Result<Occurred> {
         match self.engine() {
             Some(engine) => engine.occurred_fd(token, fd, revents),
@@ -270,7 +270,7 @@ impl EngineHandle {
     /// assert_eq!(handle.occurred_timeout(token)?, Occurred::Stale(StaleReason::Generation));
     /// # Ok(()) }
     /// ```
-    #[inline]
+    #[inline(always)] // a stale report stays in the caller's loop (see `Core::occurred_fd`)
     pub fn occurred_timeout(&self, token: Token) -> Result<Occurred> {
         match self.engine() {
             Some(engine) => engine.occurred_timeout(token),

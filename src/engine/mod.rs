@@ -529,7 +529,7 @@ impl Engine {
     /// CAS) of its slot's state word, with no lock and no system call.
     ///
     /// Errors only with [`Error::CallbackPanicked`].
-    #[inline]
+    #[inline(always)] // a stale report stays in the caller's loop (see `Core::occurred_fd`)
     pub fn occurred_fd(&self, token: Token, fd: RawFd, revents: Readiness) -> Result<Occurred> {
         self.core
             .occurred_fd(token, fd, revents, |cb, fd, readiness| {
@@ -542,7 +542,7 @@ impl Engine {
     /// once per registration, however often or concurrently this is called.
     ///
     /// Errors only with [`Error::CallbackPanicked`].
-    #[inline]
+    #[inline(always)] // a stale report stays in the caller's loop (see `Core::occurred_fd`)
     pub fn occurred_timeout(&self, token: Token) -> Result<Occurred> {
         self.core
             .occurred_timeout(token, |cb, deadline| self.run_timer(cb, token, deadline))
@@ -632,17 +632,18 @@ impl Engine {
 /// The built-in loop dispatches through the facade, which builds the
 /// callbacks' events.
 impl Dispatch for Engine {
-    fn dispatch_ready(&self, token: Token, revents: u16) -> (Result<Occurred>, bool) {
+    fn dispatch_ready(&self, token: Token, revents: u16, kept: &mut bool) -> Result<Occurred> {
         self.core
-            .dispatch_ready(token, revents, |cb, fd, readiness| {
+            .dispatch_ready(token, revents, kept, |cb, fd, readiness| {
                 self.run_fd(cb, token, fd, readiness)
             })
     }
 
-    fn redispatch(&self, token: Token, revents: u16) -> Option<(Result<Occurred>, bool)> {
-        self.core.redispatch(token, revents, |cb, fd, readiness| {
-            self.run_fd(cb, token, fd, readiness)
-        })
+    fn redispatch(&self, token: Token, revents: u16, kept: &mut bool) -> Option<Result<Occurred>> {
+        self.core
+            .redispatch(token, revents, kept, |cb, fd, readiness| {
+                self.run_fd(cb, token, fd, readiness)
+            })
     }
 
     fn fire_if_due(&self, token: Token, now: u64) -> Option<Result<Occurred>> {
