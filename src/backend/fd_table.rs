@@ -20,18 +20,20 @@
 //! finds a claim taken spins (with back-off) for at most one system call.
 //! Reports and dispatches never touch the table.
 //!
-//! Entries live in lazily allocated pages of doubling size (as the arena's
-//! slots do), freed with the table, so an entry is found without a lock.
+//! Entries live in lazily allocated pages of doubling size
+//! ([`Pages`], as the arena's slots do), freed with the table, so an entry
+//! is found without a lock.
 
-use crate::base::sync::{AtomicPtr, AtomicU64, ClaimFlag, Ordering};
+use crate::base::pages::Pages;
+use crate::base::sync::{AtomicU64, ClaimFlag, Ordering};
 use crate::base::token::Token;
 use std::os::fd::RawFd;
 
 /// The first page covers fd numbers 0..64.
 const FIRST_PAGE_SHIFT: u32 = 6;
-const FIRST_PAGE: usize = 1 << FIRST_PAGE_SHIFT;
 /// Enough pages for every non-negative `RawFd`.
 const PAGES: usize = (u32::BITS - FIRST_PAGE_SHIFT) as usize;
+type EntryPages = Pages<Entry, FIRST_PAGE_SHIFT, PAGES>;
 
 struct Entry {
     claimed: ClaimFlag,
@@ -52,18 +54,7 @@ impl Entry {
 }
 
 pub(crate) struct FdTable {
-    pages: [AtomicPtr<Entry>; PAGES],
-}
-
-/// `(page, offset)` of fd number `fd` (non-negative).
-const fn locate(fd: u32) -> (usize, usize) {
-    let shifted = fd as usize + FIRST_PAGE;
-    let page = (usize::BITS - 1 - shifted.leading_zeros() - FIRST_PAGE_SHIFT) as usize;
-    (page, shifted - (FIRST_PAGE << page))
-}
-
-const fn page_len(page: usize) -> usize {
-    FIRST_PAGE << page
+    pages: EntryPages,
 }
 
 /// The claim on one fd number's entry; dropping it releases the claim.
@@ -118,7 +109,7 @@ impl Drop for Claim<'_> {
 impl FdTable {
     pub(crate) fn new() -> FdTable {
         FdTable {
-            pages: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            pages: Pages::new(),
         }
     }
 
@@ -126,59 +117,10 @@ impl FdTable {
     /// most one `epoll_ctl`); `None` for a negative fd.
     pub(crate) fn claim(&self, fd: RawFd) -> Option<Claim<'_>> {
         let fd = u32::try_from(fd).ok()?;
-        let entry = self.entry(fd);
+        // Every non-negative fd number is within the pages.
+        let entry = self.pages.get_or_make(fd, Entry::new)?;
         entry.claimed.acquire();
         Some(Claim { entry })
-    }
-
-    fn entry(&self, fd: u32) -> &Entry {
-        let (page, offset) = locate(fd);
-        // Acquire: pairs with the Release CAS that installed the page.
-        let mut base = self.pages[page].load(Ordering::Acquire);
-        if base.is_null() {
-            let fresh: Box<[Entry]> = (0..page_len(page)).map(|_| Entry::new()).collect();
-            let fresh = Box::into_raw(fresh) as *mut Entry;
-            // AcqRel: Release publishes the fresh entries; Acquire on
-            // failure sees the winner's.
-            base = match self.pages[page].compare_exchange(
-                std::ptr::null_mut(),
-                fresh,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => fresh,
-                Err(winner) => {
-                    // SAFETY: `fresh` came from `Box::into_raw` above and
-                    // lost the race: nobody else has seen it.
-                    drop(unsafe {
-                        Box::from_raw(std::ptr::slice_from_raw_parts_mut(fresh, page_len(page)))
-                    });
-                    winner
-                }
-            };
-        }
-        // SAFETY: `base` points to a live page of `page_len(page)` entries
-        // (freed only in `Drop`, which needs `&mut self`), and `offset` is
-        // below that by `locate`.
-        unsafe { &*base.add(offset) }
-    }
-}
-
-impl Drop for FdTable {
-    fn drop(&mut self) {
-        for (page, ptr) in self.pages.iter().enumerate() {
-            // Acquire: `&mut self` orders us after every access already;
-            // the load is how loom's atomic is read.
-            let base = ptr.load(Ordering::Acquire);
-            if !base.is_null() {
-                // SAFETY: `base` came from `Box::into_raw` of a boxed slice
-                // of `page_len(page)` entries, and `&mut self` means no
-                // reference into it survives.
-                drop(unsafe {
-                    Box::from_raw(std::ptr::slice_from_raw_parts_mut(base, page_len(page)))
-                });
-            }
-        }
     }
 }
 
@@ -188,12 +130,15 @@ mod tests {
 
     #[test]
     fn locate_covers_every_fd_number_in_pages_of_doubling_size() {
+        let locate = EntryPages::locate;
         assert_eq!(locate(0), (0, 0));
         assert_eq!(locate(63), (0, 63));
         assert_eq!(locate(64), (1, 0));
         assert_eq!(locate(191), (1, 127));
-        let (page, offset) = locate(i32::MAX as u32);
-        assert!(page < PAGES && offset < page_len(page));
+        assert!(
+            EntryPages::capacity() > i32::MAX as usize,
+            "every fd number has an entry"
+        );
     }
 
     #[test]
