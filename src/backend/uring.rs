@@ -148,6 +148,24 @@ impl UringWaiter {
         self.submit_wait(want, None)
     }
 
+    /// Submits without waiting. A full completion queue (EBUSY, EAGAIN)
+    /// or an interruption is not an error: what was submitted stays
+    /// queued, and the next reap or wait sees to it.
+    fn submit_or_busy(&mut self) -> io::Result<()> {
+        match self.ring.submit() {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Takes every completion, and the kernel's overflow backlog with it.
     fn reap(&mut self) -> io::Result<()> {
         loop {
@@ -167,15 +185,7 @@ impl UringWaiter {
             }
             self.cq_overflow += 1;
             // An enter flushes the backlog into the (now empty) queue.
-            match self.ring.submit() {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
+            self.submit_or_busy()?;
         }
     }
 
@@ -271,15 +281,7 @@ impl Waiter for UringWaiter {
             // the operation completes during the submission. A full
             // completion queue (EBUSY/EAGAIN) or an interruption leaves the
             // operation queued: the reap below and the wait after see to it.
-            match self.ring.submit() {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
+            self.submit_or_busy()?;
         }
         // An operation already in flight has completed by now if the set
         // became ready (its task work runs as this thread returns from any

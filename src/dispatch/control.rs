@@ -64,19 +64,11 @@ impl<C: Send + 'static> Core<C> {
             // SAFETY: `end_ctrl` calls this with CTRL still held.
             let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
             if let Some(reg) = reg {
-                let token = Token::new(index, g);
                 if s.fired() {
                     // A timeout that occurred is over for the backend.
                     drop(reg);
-                } else if s.is_timer() {
-                    self.backend.timeout_deregister(token, reg);
                 } else {
-                    let fd = param_fd(slot.param());
-                    let r = self.backend.fd_deregister(fd, token, reg);
-                    if r == Removal::FdClosed {
-                        self.stats.closed_while_registered();
-                    }
-                    removal = Some((r, fd));
+                    removal = self.remove_from_backend(slot, Token::new(index, g), s, reg);
                 }
             }
         });
@@ -93,11 +85,7 @@ impl<C: Send + 'static> Core<C> {
         // `slot`): nobody else touches the cells until we release.
         unsafe { self.empty_cells(slot) };
         let (next, had_waiter) = slot.release(g);
-        self.recycle(index, next);
-        if had_waiter {
-            let _guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            self.waiters_cv.notify_all();
-        }
+        self.released(index, next, had_waiter);
     }
 
     /// Drops what the registration owned: its callback and whatever backend
@@ -123,12 +111,40 @@ impl<C: Send + 'static> Core<C> {
     }
 
     /// Puts a released slot back on the free list (or counts it retired).
-    fn recycle(&self, index: u32, next: Option<Generation>) {
+    fn released(&self, index: u32, next: Option<Generation>, had_waiter: bool) {
         match next {
             Some(_) => self.arena.recycle(index),
             None => self.stats.retired(),
         }
         self.stats.deregistered();
+        if had_waiter {
+            let _guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiters_cv.notify_all();
+        }
+    }
+
+    /// Tells the backend that registration `token` (in `state`, its backend
+    /// value `reg` taken out under `CTRL`) is gone. For an fd watch, also
+    /// what became of its kernel entry, with the fd (counted when the fd
+    /// had been closed while registered).
+    fn remove_from_backend(
+        &self,
+        slot: &Slot<C>,
+        token: Token,
+        state: State,
+        reg: BackendReg,
+    ) -> Option<(Removal, RawFd)> {
+        if state.is_timer() {
+            self.backend.timeout_deregister(token, reg);
+            return None;
+        }
+        // Only the CTRL holder writes the param, and the caller holds it.
+        let fd = param_fd(slot.param());
+        let r = self.backend.fd_deregister(fd, token, reg);
+        if r == Removal::FdClosed {
+            self.stats.closed_while_registered();
+        }
+        Some((r, fd))
     }
 
     /// Finishes a registration that `kill` found idle ([`Kill::KilledIdle`]):
@@ -145,29 +161,12 @@ impl<C: Send + 'static> Core<C> {
         // SAFETY: we hold CTRL, and no dispatch can start on a dead slot:
         // the cells are ours (see above).
         let reg = unsafe { slot.with_backend_reg(|cell| cell.take()) };
-        let mut removal = None;
-        if let Some(reg) = reg {
-            let token = Token::new(index, g);
-            if was.is_timer() {
-                self.backend.timeout_deregister(token, reg);
-            } else {
-                // Only the CTRL holder writes the param.
-                let fd = param_fd(slot.param());
-                let r = self.backend.fd_deregister(fd, token, reg);
-                if r == Removal::FdClosed {
-                    self.stats.closed_while_registered();
-                }
-                removal = Some((r, fd));
-            }
-        }
+        let removal =
+            reg.and_then(|reg| self.remove_from_backend(slot, Token::new(index, g), was, reg));
         // SAFETY: as above.
         unsafe { self.empty_cells(slot) };
         let (next, had_waiter) = slot.release_killed(g);
-        self.recycle(index, next);
-        if had_waiter {
-            let _guard = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            self.waiters_cv.notify_all();
-        }
+        self.released(index, next, had_waiter);
         removal
     }
 
