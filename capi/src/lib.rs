@@ -13,7 +13,7 @@
 //!   them. A NULL pointer where an object is needed, or an argument out of
 //!   range, is `-EINVAL`.
 //! - **Panics** never cross the boundary: every exported function runs its
-//!   body in [`boundary::ffi_boundary!`]; a contained panic is
+//!   body in `boundary::ffi_boundary!`; a contained panic is
 //!   `-ENOTRECOVERABLE`.
 //! - **Threads**: every function may be called from any thread, callbacks
 //!   and hooks included, except `evnexus_free`, which must be the last call
