@@ -461,11 +461,12 @@ fn orphaned_entry_kept_only_by_another_process_is_counted_and_goes_when_it_exits
 
 // ----- 4. deregistration from a callback during a modify -----------------
 
-/// Hooks whose `fd_modify` stops until the test lets it go, and that count
-/// `fd_deregister` calls.
+/// Hooks whose `fd_modify` stops until the test lets it go (then refuses
+/// the change if `refuse`), and that count `fd_deregister` calls.
 struct SlowModify {
     entered: Mutex<mpsc::Sender<()>>,
     release: Mutex<mpsc::Receiver<()>>,
+    refuse: bool,
     deregistered: AtomicUsize,
 }
 
@@ -480,6 +481,9 @@ impl OsEventHooks for SlowHooks {
     fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> {
         self.0.entered.lock().unwrap().send(()).unwrap();
         self.0.release.lock().unwrap().recv().unwrap();
+        if self.0.refuse {
+            return Err(io::Error::other("refused by the application's loop"));
+        }
         Ok(())
     }
     fn fd_deregister(&self, _: RawFd, _: ()) {
@@ -494,13 +498,17 @@ impl OsEventHooks for SlowHooks {
     fn timeout_deregister(&self, _: ()) {}
 }
 
-#[test]
-fn self_deregistration_during_a_slow_modify_is_finished_by_the_modify_which_returns_gone() {
+/// A watch's callback deregisters it while another thread's modify is in
+/// its (slow) `fd_modify` hook, which then succeeds or refuses; returns
+/// what the modify returned. Checks that the removal waited for the hook,
+/// was made once, and left nothing live.
+fn modify_racing_self_deregistration(refuse: bool) -> evnexus::Result<()> {
     let (entered_tx, entered) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
     let hooks = Arc::new(SlowModify {
         entered: Mutex::new(entered_tx),
         release: Mutex::new(release_rx),
+        refuse,
         deregistered: AtomicUsize::new(0),
     });
     let engine = Arc::new(Engine::with_hooks(SlowHooks(Arc::clone(&hooks))));
@@ -522,16 +530,32 @@ fn self_deregistration_during_a_slow_modify_is_finished_by_the_modify_which_retu
         "the removal waits for the modify's hook to return"
     );
     release.send(()).unwrap();
-    assert!(
-        matches!(modifier.join().unwrap(), Err(Error::Gone)),
-        "a modify that lost to a deregistration says so"
-    );
+    let modified = modifier.join().unwrap();
     assert_eq!(hooks.deregistered.load(Ordering::SeqCst), 1);
     assert_eq!(engine.stats().live(), 0);
     assert!(matches!(
         engine.occurred_fd(token, a.as_raw_fd(), evnexus::Readiness::READABLE),
         Ok(evnexus::Occurred::Stale(_))
     ));
+    modified
+}
+
+#[test]
+fn self_deregistration_during_a_slow_modify_is_finished_by_the_modify_which_returns_gone() {
+    let r = modify_racing_self_deregistration(false);
+    assert!(
+        matches!(r, Err(Error::Gone)),
+        "a modify that lost to a deregistration says so: {r:?}"
+    );
+}
+
+#[test]
+fn a_modify_refused_by_its_hook_while_the_watch_ended_returns_gone_and_removes_it_once() {
+    // The shape the concurrent fuzz target found: the hook refuses the
+    // change while the watch is ended from its callback. The refusal is
+    // moot; what the caller learns is that the watch is gone.
+    let r = modify_racing_self_deregistration(true);
+    assert!(matches!(r, Err(Error::Gone)), "{r:?}");
 }
 
 #[test]

@@ -265,6 +265,10 @@ impl<C: Send + 'static> Core<C> {
     /// deregisters it, a panic ends it, a timer fires), this modify has
     /// lost the race: it returns [`Error::Gone`], and it is this call that
     /// removes the registration from the backend, on letting go of `CTRL`.
+    /// `Gone` also when the backend refused the change meanwhile: the
+    /// refusal is moot for a registration that has ended (on the built-in
+    /// loops it is even caused by the end: the fd number's entry has gone
+    /// to a newer watch).
     fn modify(
         &self,
         token: Token,

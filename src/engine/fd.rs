@@ -118,8 +118,10 @@ impl FdWatch {
 
     /// Changes the interest. Events already reported keep their readiness;
     /// the next events follow the new interest. Errors with
-    /// [`Error::Gone`](crate::Error::Gone) when the watch has ended, and with
-    /// the backend's error (the watch unchanged) when the backend refuses.
+    /// [`Error::Gone`](crate::Error::Gone) when the watch has ended (also
+    /// when it ended while the backend was being asked, whatever the
+    /// backend answered), and with the backend's error (the watch
+    /// unchanged) when the backend refuses.
     pub fn modify(&self, interest: Interest) -> Result<()> {
         self.core.modify_fd(self.token, interest)
     }

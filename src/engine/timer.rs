@@ -79,8 +79,9 @@ impl Timer {
     /// Errors with [`Error::Gone`](crate::Error::Gone) once the timer has
     /// fired or been cancelled, including when it fires or is cancelled on
     /// another thread while this call is under way (the new deadline then
-    /// did not take effect), and with the hook's error on an application
-    /// loop that refuses the change (the old deadline stands).
+    /// did not take effect, whatever the hook answered), and with the
+    /// hook's error on an application loop that refuses the change (the
+    /// old deadline stands).
     pub fn reset_at(&self, deadline: Instant) -> Result<()> {
         self.core.modify_timer(self.token, deadline)
     }

@@ -233,10 +233,15 @@ fn agree(world: &Arc<World>, engine: &Engine) {
             live,
             "hook values alive"
         );
-        assert_eq!(
-            st.injected,
-            world.injected_seen.load(Ordering::SeqCst),
-            "injected hook failures = errors returned"
+        // Every injected hook failure is returned as that error, except
+        // one met by a modify or reset whose registration ended meanwhile:
+        // that call returns `Gone` (see `Core::modify`).
+        let seen = world.injected_seen.load(Ordering::SeqCst);
+        let gone = world.changes_gone.load(Ordering::SeqCst);
+        assert!(
+            seen <= st.injected && st.injected - seen <= gone,
+            "injected hook failures {}: {seen} returned as errors, {gone} changes returned Gone",
+            st.injected
         );
     } else {
         // The loop's own reports add to these.

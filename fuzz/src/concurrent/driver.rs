@@ -124,6 +124,7 @@ pub(crate) fn expect_modify(world: &World, rec: &Record, c: Change, r: Result<()
         ),
         Err(Error::Gone) => {
             rec.gone_seen.fetch_min(ended, Ordering::SeqCst);
+            world.changes_gone.fetch_add(1, Ordering::SeqCst);
         }
         Err(e) if is_injected(&e) => {
             world.injected_seen.fetch_add(1, Ordering::SeqCst);
@@ -472,6 +473,7 @@ impl Worker<'_> {
             Ok(()) => {}
             Err(Error::Gone) => {
                 e.rec.gone_seen.fetch_min(ended, Ordering::SeqCst);
+                world.changes_gone.fetch_add(1, Ordering::SeqCst);
             }
             Err(err) if is_injected(&err) => {
                 world.injected_seen.fetch_add(1, Ordering::SeqCst);

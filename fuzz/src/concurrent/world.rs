@@ -222,6 +222,10 @@ pub(crate) struct World {
     pub(crate) reports: ReportTally,
     /// Backend errors of register/modify that the hooks injected.
     pub(crate) injected_seen: AtomicU64,
+    /// Modifies and resets that returned `Gone`: each may have met an
+    /// injected failure in its hook while its registration ended (the
+    /// engine then answers `Gone`; the refusal is moot).
+    pub(crate) changes_gone: AtomicU64,
 }
 
 impl World {
@@ -237,6 +241,7 @@ impl World {
             registered: AtomicU64::new(0),
             reports: ReportTally::default(),
             injected_seen: AtomicU64::new(0),
+            changes_gone: AtomicU64::new(0),
         }
     }
 
