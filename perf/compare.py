@@ -55,17 +55,8 @@ def table(rows, threshold):
         flag = f"SLOWER (> {threshold:g}%)" if r > 1 + threshold / 100 else ""
         body.append([group, function, param or "-", report.fmt_time(a), report.fmt_time(b),
                      f"{r:.3f}", flag])
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    right = {3, 4, 5}
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2))
-                         for i, w in enumerate(widths)) + "|"
     flagged = sum(1 for b in body if b[-1])
-    return "\n".join([line(head), sep] + [line(b) for b in body]), flagged
+    return report.markdown(head, body, {3, 4, 5}), flagged
 
 
 def main():

@@ -228,12 +228,11 @@ def ratio(peer, ours):
     return peer / ours if ours > 0 else float("inf")
 
 
-def table(rows):
-    head = ["group", "parameter", "evnexus", "evnexus median", "peer", "peer median",
-            "peer / evnexus (>1: evnexus faster)"]
-    body = [[g, p, f, fmt_time(m), pf, fmt_time(pm), f"{r:.2f}"] for g, p, f, m, pf, pm, r in rows]
+def markdown(head, body, right):
+    """A Markdown table of `head` and the rows `body` (lists of strings),
+    padded to the widest cell; the columns whose indices are in `right`
+    are right-aligned."""
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    right = {3, 5, 6}
 
     def line(cells):
         return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
@@ -242,6 +241,13 @@ def table(rows):
     sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2))
                          for i, w in enumerate(widths)) + "|"
     return "\n".join([line(head), sep] + [line(b) for b in body])
+
+
+def table(rows):
+    head = ["group", "parameter", "evnexus", "evnexus median", "peer", "peer median",
+            "peer / evnexus (>1: evnexus faster)"]
+    body = [[g, p, f, fmt_time(m), pf, fmt_time(pm), f"{r:.2f}"] for g, p, f, m, pf, pm, r in rows]
+    return markdown(head, body, {3, 5, 6})
 
 
 def machine():
