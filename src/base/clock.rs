@@ -52,6 +52,7 @@ impl Clock {
     }
     /// The instant of an offset (the latest representable one for
     /// [`Clock::NEVER`]).
+    #[inline]
     pub(crate) fn instant(&self, offset: u64) -> Instant {
         self.base
             .checked_add(Duration::from_nanos(offset))

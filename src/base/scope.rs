@@ -14,10 +14,12 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
+    #[inline]
     pub(crate) fn enter_callback() -> Scope {
         CALLBACKS.with(|c| c.set(c.get() + 1));
         Scope { hook: false }
     }
+    #[inline]
     pub(crate) fn enter_hook() -> Scope {
         HOOKS.with(|c| c.set(c.get() + 1));
         Scope { hook: true }
@@ -25,6 +27,7 @@ impl Scope {
 }
 
 impl Drop for Scope {
+    #[inline]
     fn drop(&mut self) {
         let counter = if self.hook { &HOOKS } else { &CALLBACKS };
         counter.with(|c| c.set(c.get() - 1));

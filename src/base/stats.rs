@@ -46,9 +46,11 @@ impl StatCounters {
             None => field(&self.shared).add(1),
         }
     }
+    #[inline]
     pub(crate) fn dispatched(&self) {
         self.bump(|s| &s.dispatched);
     }
+    #[inline]
     pub(crate) fn rerun(&self) {
         self.bump(|s| &s.reruns);
     }
@@ -56,21 +58,27 @@ impl StatCounters {
     pub(crate) fn stale(&self, reason: StaleReason) {
         self.bump(|s| &s.stale[reason as usize]);
     }
+    #[inline]
     pub(crate) fn recheck_suppressed(&self) {
         self.bump(|s| &s.recheck_suppressed);
     }
+    #[inline]
     pub(crate) fn panicked(&self) {
         self.bump(|s| &s.panicked);
     }
+    #[inline]
     pub(crate) fn registered(&self) {
         self.bump(|s| &s.registered);
     }
+    #[inline]
     pub(crate) fn deregistered(&self) {
         self.bump(|s| &s.deregistered);
     }
+    #[inline]
     pub(crate) fn closed_while_registered(&self) {
         self.bump(|s| &s.closed_while_registered);
     }
+    #[inline]
     pub(crate) fn retired(&self) {
         self.retired.add(1);
     }

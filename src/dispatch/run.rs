@@ -30,7 +30,7 @@ impl<C: Send + 'static> Core<C> {
         token: Token,
         fd: RawFd,
         revents: Readiness,
-        run_fd: impl FnMut(&mut C, RawFd, Readiness) -> bool,
+        run_fd: impl FnMut(&mut C, Token, RawFd, Readiness) -> bool,
     ) -> Result<Occurred> {
         let Some((index, slot, g)) = self.resolve(token) else {
             return Ok(self.reject(StaleReason::OutOfRange));
@@ -41,7 +41,7 @@ impl<C: Send + 'static> Core<C> {
         }
         // Nothing keeps readiness for an application's report.
         let mut kept = false;
-        self.occurred_fd_at(slot, index, g, Some(fd), revents, &mut kept, run_fd)
+        self.occurred_fd_at::<false>(slot, index, g, fd, revents, &mut kept, run_fd)
     }
 
     /// Readiness that the engine's own loop observed for `token` (the fd is
@@ -54,13 +54,13 @@ impl<C: Send + 'static> Core<C> {
         token: Token,
         revents: u16,
         kept: &mut bool,
-        run_fd: impl FnMut(&mut C, RawFd, Readiness) -> bool,
+        run_fd: impl FnMut(&mut C, Token, RawFd, Readiness) -> bool,
     ) -> Result<Occurred> {
         let Some((index, slot, g)) = self.resolve(token) else {
             return Ok(self.reject(StaleReason::OutOfRange));
         };
         let readiness = Readiness::from_bits(revents);
-        self.occurred_fd_at(slot, index, g, None, readiness, kept, run_fd)
+        self.occurred_fd_at::<true>(slot, index, g, -1, readiness, kept, run_fd)
     }
 
     /// A watch whose readiness the loop kept, dispatched again; `None`
@@ -71,45 +71,51 @@ impl<C: Send + 'static> Core<C> {
         token: Token,
         revents: u16,
         kept: &mut bool,
-        run_fd: impl FnMut(&mut C, RawFd, Readiness) -> bool,
+        run_fd: impl FnMut(&mut C, Token, RawFd, Readiness) -> bool,
     ) -> Option<Result<Occurred>> {
         let (index, slot, g) = self.resolve(token)?;
         if slot.quick_stale(g, false).is_some() {
             return None;
         }
         let readiness = Readiness::from_bits(revents);
-        Some(self.occurred_fd_at(slot, index, g, None, readiness, kept, run_fd))
+        Some(self.occurred_fd_at::<true>(slot, index, g, -1, readiness, kept, run_fd))
     }
 
     /// Begins the dispatch of fd watch `g` in `slot` and runs it, defers it
-    /// or rejects it. `fd: None`: the engine's own loop saw the event on the
-    /// registered fd, no fd check. `kept` is set when the watch keeps its
-    /// readiness. (An out-parameter, not a `(Result, bool)` returned: that
-    /// pair went through a stack temporary written in bytes and read back
-    /// in 16, a store-forwarding stall on every live report; `occurred`
-    /// `fd_live/1t` measured 31 ns with the pair, 26 without.)
+    /// or rejects it.
+    ///
+    /// `FROM_LOOP`: the engine's own loop saw the event on the registered
+    /// fd (no fd check; `fd` is ignored), and `kept` is set when the watch
+    /// keeps its readiness. Otherwise it is an application's report on
+    /// `fd`, which keeps nothing: that dispatch is compiled without the
+    /// readiness bookkeeping and `kept` is not touched. (`kept` is an
+    /// out-parameter, not a `(Result, bool)` returned: that pair went
+    /// through a stack temporary written in bytes and read back in 16, a
+    /// store-forwarding stall on every live report; `occurred` `fd_live/1t`
+    /// measured 31 ns with the pair, 26 without.)
     #[inline(never)]
     #[allow(clippy::too_many_arguments)] // the dispatch's state, passed down once
-    fn occurred_fd_at(
+    fn occurred_fd_at<const FROM_LOOP: bool>(
         &self,
         slot: &Slot<C>,
         index: u32,
         g: Generation,
-        fd: Option<RawFd>,
+        fd: RawFd,
         revents: Readiness,
         kept: &mut bool,
-        run_fd: impl FnMut(&mut C, RawFd, Readiness) -> bool,
+        run_fd: impl FnMut(&mut C, Token, RawFd, Readiness) -> bool,
     ) -> Result<Occurred> {
-        match slot.begin_fd(g, fd, revents.bits()) {
+        match slot.begin_fd(g, (!FROM_LOOP).then_some(fd), revents.bits()) {
             Begin::Owned => {
                 // Read while we own the dispatch: the fd and whether the
                 // watch keeps its readiness cannot change under us (modify
                 // refuses to switch the latter).
                 let param = slot.param();
-                let fd = fd.unwrap_or_else(|| param_fd(param));
-                let keeps = param_interest(param).keeps_ready();
-                let r = self.dispatch_fd(slot, index, g, fd, revents, kept, run_fd);
-                *kept = keeps && *kept;
+                let fd = if FROM_LOOP { param_fd(param) } else { fd };
+                let r = self.dispatch_fd::<FROM_LOOP>(slot, index, g, fd, revents, kept, run_fd);
+                if FROM_LOOP {
+                    *kept = *kept && param_interest(param).keeps_ready();
+                }
                 r
             }
             Begin::Deferred => {
@@ -127,7 +133,7 @@ impl<C: Send + 'static> Core<C> {
     pub(crate) fn occurred_timeout(
         &self,
         token: Token,
-        run_timer: impl FnOnce(C, Instant),
+        run_timer: impl FnOnce(C, Token, Instant),
     ) -> Result<Occurred> {
         let Some((index, slot, g)) = self.resolve(token) else {
             return Ok(self.reject(StaleReason::OutOfRange));
@@ -149,7 +155,7 @@ impl<C: Send + 'static> Core<C> {
         &self,
         token: Token,
         now: u64,
-        run_timer: impl FnOnce(C, Instant),
+        run_timer: impl FnOnce(C, Token, Instant),
     ) -> Option<Result<Occurred>> {
         let (index, slot, g) = self.resolve(token)?;
         match slot.begin_timer_if_due(g, now) {
@@ -162,10 +168,10 @@ impl<C: Send + 'static> Core<C> {
     /// finishes the dispatch. Out of line, so that the report paths that
     /// end without a dispatch (stale, deferred) stay small. Sets `kept`
     /// when the last run did not clear the readiness and the watch is still
-    /// live.
+    /// live, if `KEEP` (see `occurred_fd_at`'s `FROM_LOOP`).
     #[inline(never)]
     #[allow(clippy::too_many_arguments)] // the dispatch's state, passed down once
-    fn dispatch_fd(
+    fn dispatch_fd<const KEEP: bool>(
         &self,
         slot: &Slot<C>,
         index: u32,
@@ -173,9 +179,10 @@ impl<C: Send + 'static> Core<C> {
         fd: RawFd,
         revents: Readiness,
         kept_out: &mut bool,
-        mut run_fd: impl FnMut(&mut C, RawFd, Readiness) -> bool,
+        mut run_fd: impl FnMut(&mut C, Token, RawFd, Readiness) -> bool,
     ) -> Result<Occurred> {
         let _scope = scope::Scope::enter_callback();
+        let token = Token::new(index, g);
         let mut readiness = revents;
         let mut outcome = Ok(Occurred::Suppressed);
         let mut kept = false;
@@ -190,9 +197,12 @@ impl<C: Send + 'static> Core<C> {
                     // SAFETY: we own the dispatch (BUSY) until `finish`.
                     let ran = unsafe {
                         slot.with_callback(|cell| match cell {
-                            Some(cb) => {
-                                catch_unwind(AssertUnwindSafe(|| run_fd(cb, fd, readiness)))
-                            }
+                            // `&& KEEP` inside the closure: without `KEEP`
+                            // the answer is a constant before it is stored
+                            // in the unwind's result.
+                            Some(cb) => catch_unwind(AssertUnwindSafe(|| {
+                                run_fd(cb, token, fd, readiness) && KEEP
+                            })),
                             None => Ok(false),
                         })
                     };
@@ -213,7 +223,7 @@ impl<C: Send + 'static> Core<C> {
                             }
                             self.backend.changed();
                             outcome = Err(Error::CallbackPanicked(Box::new(CallbackPanic {
-                                token: Token::new(index, g),
+                                token,
                                 message: panic_message(payload),
                             })));
                         }
@@ -224,12 +234,16 @@ impl<C: Send + 'static> Core<C> {
             match slot.finish(g) {
                 Finish::Rerun(pending) => readiness = Readiness::from_bits(pending),
                 Finish::Idle => {
-                    *kept_out = kept && outcome.is_ok();
+                    if KEEP {
+                        *kept_out = kept && outcome.is_ok();
+                    }
                     return outcome;
                 }
                 Finish::TearDown => {
                     self.tear_down(slot, index, g);
-                    *kept_out = false;
+                    if KEEP {
+                        *kept_out = false;
+                    }
                     return outcome;
                 }
             }
@@ -268,7 +282,7 @@ impl<C: Send + 'static> Core<C> {
         index: u32,
         g: Generation,
         token: Token,
-        run_timer: impl FnOnce(C, Instant),
+        run_timer: impl FnOnce(C, Token, Instant),
     ) -> Result<Occurred> {
         let _scope = scope::Scope::enter_callback();
         // A fired timer is DEAD: no modify can change the param any more.
@@ -278,7 +292,9 @@ impl<C: Send + 'static> Core<C> {
         let mut outcome = Ok(Occurred::Dispatched);
         if let Some(cb) = callback {
             self.stats.dispatched();
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || run_timer(cb, deadline))) {
+            if let Err(payload) =
+                catch_unwind(AssertUnwindSafe(move || run_timer(cb, token, deadline)))
+            {
                 self.stats.panicked();
                 outcome = Err(Error::CallbackPanicked(Box::new(CallbackPanic {
                     token,

@@ -532,7 +532,7 @@ impl Engine {
     #[inline(always)] // a stale report stays in the caller's loop (see `Core::occurred_fd`)
     pub fn occurred_fd(&self, token: Token, fd: RawFd, revents: Readiness) -> Result<Occurred> {
         self.core
-            .occurred_fd(token, fd, revents, |cb, fd, readiness| {
+            .occurred_fd(token, fd, revents, |cb, token, fd, readiness| {
                 self.run_fd(cb, token, fd, readiness)
             })
     }
@@ -544,8 +544,9 @@ impl Engine {
     /// Errors only with [`Error::CallbackPanicked`].
     #[inline(always)] // a stale report stays in the caller's loop (see `Core::occurred_fd`)
     pub fn occurred_timeout(&self, token: Token) -> Result<Occurred> {
-        self.core
-            .occurred_timeout(token, |cb, deadline| self.run_timer(cb, token, deadline))
+        self.core.occurred_timeout(token, |cb, token, deadline| {
+            self.run_timer(cb, token, deadline)
+        })
     }
 
     /// Runs an fd watch's callback with its event; `false` when the
@@ -565,6 +566,7 @@ impl Engine {
     }
 
     /// Runs a timer's callback with its event.
+    #[inline]
     fn run_timer(&self, cb: Callback, token: Token, deadline: Instant) {
         cb.call_timer(&TimerEvent {
             engine: self,
@@ -634,20 +636,20 @@ impl Engine {
 impl Dispatch for Engine {
     fn dispatch_ready(&self, token: Token, revents: u16, kept: &mut bool) -> Result<Occurred> {
         self.core
-            .dispatch_ready(token, revents, kept, |cb, fd, readiness| {
+            .dispatch_ready(token, revents, kept, |cb, token, fd, readiness| {
                 self.run_fd(cb, token, fd, readiness)
             })
     }
 
     fn redispatch(&self, token: Token, revents: u16, kept: &mut bool) -> Option<Result<Occurred>> {
         self.core
-            .redispatch(token, revents, kept, |cb, fd, readiness| {
+            .redispatch(token, revents, kept, |cb, token, fd, readiness| {
                 self.run_fd(cb, token, fd, readiness)
             })
     }
 
     fn fire_if_due(&self, token: Token, now: u64) -> Option<Result<Occurred>> {
-        self.core.fire_if_due(token, now, |cb, deadline| {
+        self.core.fire_if_due(token, now, |cb, token, deadline| {
             self.run_timer(cb, token, deadline)
         })
     }

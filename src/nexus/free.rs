@@ -67,6 +67,7 @@ impl Default for FreeSlots {
 }
 
 impl FreeSlots {
+    #[inline]
     fn home() -> usize {
         thread_ordinal() % SHARDS
     }
