@@ -87,8 +87,9 @@ impl<C: Send + 'static> Core<C> {
     /// `FROM_LOOP`: the engine's own loop saw the event on the registered
     /// fd (no fd check; `fd` is ignored), and `kept` is set when the watch
     /// keeps its readiness. Otherwise it is an application's report on
-    /// `fd`, which keeps nothing: that dispatch is compiled without the
-    /// readiness bookkeeping and `kept` is not touched. (`kept` is an
+    /// `fd`, which keeps nothing. Only a `KEEP_READY` watch seen by the loop
+    /// is dispatched with the readiness bookkeeping; every other dispatch
+    /// is compiled without it and sets `kept` to false. (`kept` is an
     /// out-parameter, not a `(Result, bool)` returned: that pair went
     /// through a stack temporary written in bytes and read back in 16, a
     /// store-forwarding stall on every live report; `occurred` `fd_live/1t`
@@ -111,12 +112,17 @@ impl<C: Send + 'static> Core<C> {
                 // watch keeps its readiness cannot change under us (modify
                 // refuses to switch the latter).
                 let param = slot.param();
-                let fd = if FROM_LOOP { param_fd(param) } else { fd };
-                let r = self.dispatch_fd::<FROM_LOOP>(slot, index, g, fd, revents, kept, run_fd);
-                if FROM_LOOP {
-                    *kept = *kept && param_interest(param).keeps_ready();
+                if FROM_LOOP && param_interest(param).keeps_ready() {
+                    let fd = param_fd(param);
+                    self.dispatch_fd::<true>(slot, index, g, fd, revents, kept, run_fd)
+                } else {
+                    // A plain watch (or an application's report): the same
+                    // dispatch as an application's report, without the
+                    // bookkeeping of kept readiness.
+                    *kept = false;
+                    let fd = if FROM_LOOP { param_fd(param) } else { fd };
+                    self.dispatch_fd::<false>(slot, index, g, fd, revents, kept, run_fd)
                 }
-                r
             }
             Begin::Deferred => {
                 self.stats.rerun();
