@@ -7,9 +7,11 @@
 //!   (hooks engine with no-op hooks: `timer_at` + `cancel`, with the boxed
 //!   callback, the handle and the backend call; lookups are
 //!   `Timer::is_pending` and, for a stale token, `occurred_timeout`: what a
-//!   user pays), `sharded-slab`, `slab-mutex` (`Mutex<Slab>`, each value
-//!   tagged with a generation so a stale key can be told), `slotmap` (1
-//!   thread, no lock), `slotmap-mutex`;
+//!   user pays), `evnexus-engine-token` (register+deregister alone, the
+//!   same engine without a handle: `timer_at_detached` and
+//!   `Engine::deregister` by token), `sharded-slab`, `slab-mutex`
+//!   (`Mutex<Slab>`, each value tagged with a generation so a stale key
+//!   can be told), `slotmap` (1 thread, no lock), `slotmap-mutex`;
 //! - `<op>`: `insert_remove` (one insert and one remove), `lookup_live`,
 //!   `lookup_stale` (the key's slot was since reused by a newer entry).
 //!
@@ -150,6 +152,28 @@ impl Subject for EngineSubject {
             self.engine.occurred_timeout(self.stale[i]),
             Ok(Occurred::Stale(_))
         )
+    }
+}
+
+/// The engine's registration without a handle: `timer_at_detached` and
+/// `Engine::deregister` by token. A handle holds an `Arc` of the engine,
+/// whose count every registration takes and drops; this row shows what
+/// that costs (lookups: `evnexus-engine`'s).
+struct EngineTokenSubject(EngineSubject);
+
+impl Subject for EngineTokenSubject {
+    fn insert_remove(&self) {
+        let engine = &self.0.engine;
+        let token = engine
+            .timer_at_detached(self.0.far, |_| {})
+            .expect("register");
+        black_box(engine.deregister(token).expect("deregister"));
+    }
+    fn lookup_live(&self, i: usize) -> bool {
+        self.0.lookup_live(i)
+    }
+    fn lookup_stale(&self, i: usize) -> bool {
+        self.0.lookup_stale(i)
     }
 }
 
@@ -303,21 +327,32 @@ impl Subject for BareEpoch {
     }
 }
 
-/// The three operations of `subject` on 1 and 2 threads; with
-/// `insert: false`, the lookups alone.
+/// Which operations of a subject are measured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ops {
+    /// Register+deregister and both lookups.
+    All,
+    /// The lookups alone (a design alternative of the lookup path).
+    Lookups,
+    /// Register+deregister alone (a variant of the registration path whose
+    /// lookups are another subject's).
+    InsertRemove,
+}
+
+/// The operations `ops` of `subject` on each of `thread_counts` threads.
 fn bench_subject(
     c: &mut Criterion,
     name: &str,
     subject: &dyn Subject,
     thread_counts: &[usize],
-    insert: bool,
+    ops: Ops,
 ) {
     subject.check();
     let mut group = c.benchmark_group("arena");
     for &threads in thread_counts {
         // Thread `t` starts its lookups half the fixture away from thread 0.
         let start = |t: usize| t * FIXTURE / 2;
-        if insert {
+        if ops != Ops::Lookups {
             group.bench_function(
                 BenchmarkId::new(name, format!("insert_remove/{threads}t")),
                 |b| {
@@ -328,6 +363,9 @@ fn bench_subject(
                     })
                 },
             );
+        }
+        if ops == Ops::InsertRemove {
+            continue;
         }
         group.bench_function(
             BenchmarkId::new(name, format!("lookup_live/{threads}t")),
@@ -406,19 +444,32 @@ fn arena(c: &mut Criterion) {
         );
         assert_eq!(s.engine.stats().stale.generation, before + 1);
     }
-    bench_subject(c, "evnexus-bare", &Bare::new(), &[1, 2], true);
+    bench_subject(c, "evnexus-bare", &Bare::new(), &[1, 2], Ops::All);
     bench_subject(
         c,
         "evnexus-bare-epoch-pin",
         &BareEpoch(Bare::new()),
         &[1, 2],
-        false,
+        Ops::Lookups,
     );
-    bench_subject(c, "evnexus-engine", &EngineSubject::new(), &[1, 2], true);
-    bench_subject(c, "sharded-slab", &Sharded::new(), &[1, 2], true);
-    bench_subject(c, "slab-mutex", &SlabMutex::new(), &[1, 2], true);
+    bench_subject(
+        c,
+        "evnexus-engine",
+        &EngineSubject::new(),
+        &[1, 2],
+        Ops::All,
+    );
+    bench_subject(
+        c,
+        "evnexus-engine-token",
+        &EngineTokenSubject(EngineSubject::new()),
+        &[1, 2],
+        Ops::InsertRemove,
+    );
+    bench_subject(c, "sharded-slab", &Sharded::new(), &[1, 2], Ops::All);
+    bench_subject(c, "slab-mutex", &SlabMutex::new(), &[1, 2], Ops::All);
     bench_slotmap_unlocked(c);
-    bench_subject(c, "slotmap-mutex", &SlotmapMutex::new(), &[1, 2], true);
+    bench_subject(c, "slotmap-mutex", &SlotmapMutex::new(), &[1, 2], Ops::All);
 }
 
 criterion_group! {
