@@ -89,7 +89,8 @@ impl<C: Send + 'static> Core<C> {
     /// keeps its readiness. Otherwise it is an application's report on
     /// `fd`, which keeps nothing. Only a `KEEP_READY` watch seen by the loop
     /// is dispatched with the readiness bookkeeping; every other dispatch
-    /// is compiled without it and sets `kept` to false. (`kept` is an
+    /// is compiled without it and leaves `kept` as the caller passed it,
+    /// `false` (the contract of `Dispatch`). (`kept` is an
     /// out-parameter, not a `(Result, bool)` returned: that pair went
     /// through a stack temporary written in bytes and read back in 16, a
     /// store-forwarding stall on every live report; `occurred` `fd_live/1t`
@@ -118,8 +119,8 @@ impl<C: Send + 'static> Core<C> {
                 } else {
                     // A plain watch (or an application's report): the same
                     // dispatch as an application's report, without the
-                    // bookkeeping of kept readiness.
-                    *kept = false;
+                    // bookkeeping of kept readiness (`kept` stays the
+                    // caller's `false`).
                     let fd = if FROM_LOOP { param_fd(param) } else { fd };
                     self.dispatch_fd::<false>(slot, index, g, fd, revents, kept, run_fd)
                 }
