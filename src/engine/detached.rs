@@ -12,6 +12,7 @@
 
 use crate::base::error::Result;
 use crate::base::token::Token;
+use crate::engine::callback::Callback;
 use crate::engine::timer::TimerEvent;
 use crate::engine::Engine;
 use std::time::{Duration, Instant};
@@ -43,7 +44,11 @@ impl Engine {
     where
         F: FnOnce(&TimerEvent<'_>) + Send + 'static,
     {
-        Ok(self.timer_at(deadline, callback)?.into_token())
+        // Straight to the core: a `Timer` handle made and let go of would
+        // take and drop a reference to the engine, two locked instructions
+        // on a line every registering thread shares.
+        self.core
+            .register_timer(deadline, Callback::timer(callback))
     }
 
     /// A one-shot timer `delay` from now that runs without a handle (see
@@ -66,6 +71,6 @@ impl Engine {
     where
         F: FnOnce(&TimerEvent<'_>) + Send + 'static,
     {
-        Ok(self.timer_after(delay, callback)?.into_token())
+        self.timer_at_detached(self.core.clock.after(delay), callback)
     }
 }
