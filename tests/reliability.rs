@@ -123,6 +123,74 @@ fn timers_registered_and_reset_by_a_preempted_low_priority_thread_all_fire() {
     }
 }
 
+/// A loop asleep until its earliest timer is not woken for a timer handed
+/// over from another thread that is due later than that: it takes the timer
+/// in when it wakes. One due earlier wakes it. From preempted threads as
+/// well: every timer fires, none before its deadline, each soon after it.
+#[test]
+fn timers_handed_over_to_a_loop_asleep_until_an_earlier_or_later_timer_fire_on_time() {
+    const THREADS: usize = 3;
+    const EACH: usize = 200;
+    for kind in LOOP_BACKENDS {
+        let engine = loop_engine(kind);
+        let _loop = LoopThread::start(&engine, pin_to_cpu0);
+        let start = Instant::now();
+        // The loop sleeps until this one (after it has taken it in).
+        let (anchor_fired, anchor_count) = counter();
+        let _anchor = engine
+            .timer_at(start + Duration::from_millis(200), move |_| {
+                anchor_fired.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        thread::sleep(Duration::from_millis(20));
+        let late = Arc::new(Mutex::new(Vec::new()));
+        let registrars: Vec<_> = (0..THREADS)
+            .map(|k| {
+                let (e, late) = (Arc::clone(&engine), Arc::clone(&late));
+                thread::spawn(move || {
+                    if k == 0 {
+                        pin_to_cpu0();
+                        lowest_priority();
+                    }
+                    (0..EACH)
+                        .map(|i| {
+                            // Deadlines from 30 ms to 290 ms after `start`:
+                            // before and after the anchor's 200 ms.
+                            let ms = 30 + ((i * 7 + k * 13) % 27) as u64 * 10;
+                            let deadline = start + Duration::from_millis(ms);
+                            let late = Arc::clone(&late);
+                            e.timer_at(deadline, move |ev| {
+                                let now = Instant::now();
+                                assert!(now >= ev.deadline(), "fired early");
+                                late.lock().unwrap().push(now - deadline);
+                            })
+                            .unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let timers: Vec<_> = registrars
+            .into_iter()
+            .flat_map(|r| r.join().unwrap())
+            .collect();
+        wait_for(
+            &format!("{kind:?}: {} timers", THREADS * EACH),
+            Duration::from_secs(20),
+            || late.lock().unwrap().len() == THREADS * EACH,
+        );
+        assert_eq!(anchor_count.load(Ordering::SeqCst), 1, "{kind:?}: anchor");
+        assert!(timers.iter().all(|t| !t.is_pending()), "{kind:?}: pending");
+        let worst = late.lock().unwrap().iter().copied().max().unwrap();
+        // Generous for a loaded CI machine; a timer due at 30 ms left to
+        // the anchor's wake-up at 200 ms would be late by 170 ms.
+        assert!(
+            worst < Duration::from_millis(100),
+            "{kind:?}: a timer fired {worst:?} after its deadline"
+        );
+    }
+}
+
 /// The registrar stops right where the loop used to meet the registration
 /// under `CTRL` and drop it: after the backend was told, before `CTRL` is
 /// released.

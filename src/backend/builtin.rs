@@ -93,6 +93,11 @@ pub(crate) trait Waiter: Send + 'static {
     }
 }
 
+/// Timers handed over and not yet taken in that make a sleeping loop wake
+/// even when none of them is due before it would wake anyway: bounds the
+/// queue while the loop sleeps (16 bytes an entry).
+const COMMAND_BACKLOG: usize = 1024;
+
 /// A timer handed over from another thread: (token, deadline offset).
 struct TimerCommand(Token, u64);
 
@@ -288,7 +293,12 @@ impl<W: Waiter> Builtin<W> {
             .is_none()
         {
             self.commands.push(TimerCommand(token, deadline));
-            self.signals.wake.notify();
+            // A loop asleep until its earliest timer, no later than this
+            // one, takes it in when it wakes; a sleeping loop is woken
+            // anyway once hand-overs pile up.
+            self.signals
+                .wake
+                .notify_due(deadline, || self.commands.len() >= COMMAND_BACKLOG);
         }
     }
 
@@ -428,7 +438,10 @@ impl<W: Waiter> Builtin<W> {
         // Nothing ready: this turn may sleep. Arm the wake-up first, so a
         // change made from now on writes the eventfd; then look again at
         // what other threads handed over (see `WakeFd::arm`).
-        self.signals.wake.arm();
+        // It wakes on its own by the earliest timer queued now (taking in
+        // more below can only make that earlier).
+        let until = st.timers.next_deadline().unwrap_or(Clock::NEVER);
+        self.signals.wake.arm_until(until);
         self.apply_commands(st);
         // No timers, no clock read.
         let until_timer = st

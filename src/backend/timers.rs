@@ -55,6 +55,8 @@ pub(crate) struct TimerQueue {
     /// Each run's deadlines never decrease from front to back.
     runs: [VecDeque<Entry>; RUNS],
     heap: BinaryHeap<Reverse<Entry>>,
+    /// The run whose last deadline is the latest (a hint, see `push`).
+    latest: usize,
     /// Insertion counter: equal deadlines fire in the order they were set.
     seq: u64,
 }
@@ -63,9 +65,16 @@ impl TimerQueue {
     pub(crate) fn push(&mut self, deadline: u64, token: Token) {
         self.seq += 1;
         let entry = (deadline, self.seq, token);
-        // The run whose last deadline is the latest one not after this
-        // deadline (`seq` only grows, so the entry sorts after it), else an
-        // empty run, else the heap.
+        // The common case in one comparison: the run with the latest last
+        // deadline takes it (`seq` only grows, so the entry sorts after it).
+        if let Some(&(last, _, _)) = self.runs[self.latest].back() {
+            if last <= deadline {
+                self.runs[self.latest].push_back(entry);
+                return;
+            }
+        }
+        // Else the run whose last deadline is the latest one not after this
+        // deadline, else an empty run, else the heap.
         let mut fit: Option<(usize, u64)> = None;
         let mut empty = None;
         for (i, run) in self.runs.iter().enumerate() {
@@ -85,6 +94,18 @@ impl TimerQueue {
             Some(i) => self.runs[i].push_back(entry),
             None => self.heap.push(Reverse(entry)),
         }
+        self.find_latest();
+    }
+
+    /// Points `latest` at the run with the latest last deadline. Only a
+    /// hint for `push`: any run whose last deadline is not after an entry's
+    /// may take it.
+    fn find_latest(&mut self) {
+        let backs = self.runs.iter().map(|r| r.back().map(|&(d, _, _)| d));
+        self.latest = backs
+            .enumerate()
+            .max_by_key(|&(_, back)| back)
+            .map_or(0, |(i, _)| i);
     }
 
     /// The earliest entry and where it is.
@@ -150,6 +171,7 @@ impl TimerQueue {
             run.retain(|&(d, _, t)| current(t, d));
         }
         self.heap.retain(|Reverse((d, _, t))| current(*t, *d));
+        self.find_latest();
     }
 }
 

@@ -27,6 +27,21 @@
 //! before a write could fail. `poll()` is level-triggered, so the poll
 //! backend's loop reads.
 //!
+//! A change that matters only from some instant on (a timer handed to the
+//! loop, due at its deadline) uses [`WakeFd::notify_due`]: a loop that
+//! armed with [`WakeFd::arm_until`] wakes on its own by that instant (its
+//! earliest timer), and looks at every change when it does, so a change due
+//! no earlier than that needs no system call and no wake-up. (tokio's timer
+//! driver skips its unpark the same way for a timer later than the one it
+//! sleeps for.) So that such changes cannot pile up unseen while the loop
+//! sleeps, the notifier still writes once the caller says its backlog is
+//! full. The bound is stored before the fence of `arm_until`, and read
+//! after the fence of `notify_due`: either the loop's look after its fence
+//! sees the change, or the notifier sees that sleep's count and bound (or a
+//! later sleep's, and then that sleep is over and the next look sees the
+//! change). The loom model `notify_due_never_leaves_a_loop_asleep_past_a_change`
+//! checks this, and fails with the bound stored after the fence.
+//!
 //! A `write` that finds `sent` already set skips the system call: its
 //! wake-up is the one already pending, or the one being drained, and the
 //! loop looks at everything after the drain. That is why the drain must
@@ -34,7 +49,8 @@
 //! batch would have needed to see could otherwise land between that
 //! callback and a later drain and be swallowed by it.
 
-use crate::base::sync::{fence, AtomicBool, AtomicU32, Ordering};
+use crate::base::clock::Clock;
+use crate::base::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -48,6 +64,9 @@ pub(crate) struct WakeFd {
     sent: AtomicBool,
     /// The loop's wait is edge-triggered: a drain need not read.
     edge: bool,
+    /// The latest clock offset by which the sleeping loop wakes on its
+    /// own ([`Clock::NEVER`]: it may sleep until woken).
+    until: AtomicU64,
 }
 
 impl WakeFd {
@@ -75,11 +94,22 @@ impl WakeFd {
             nested: AtomicBool::new(false),
             sent: AtomicBool::new(false),
             edge,
+            until: AtomicU64::new(Clock::NEVER),
         })
     }
 
-    /// A loop is about to look at the registrations and sleep.
+    /// A loop is about to look at the registrations and sleep, for as long
+    /// as it likes.
     pub(crate) fn arm(&self) {
+        self.arm_until(Clock::NEVER);
+    }
+
+    /// A loop is about to look at the registrations and sleep, waking on
+    /// its own by clock offset `until` at the latest (its earliest timer;
+    /// waking earlier is fine).
+    pub(crate) fn arm_until(&self, until: u64) {
+        // Relaxed: ordered by the fence below (see `notify_due`).
+        self.until.store(until, Ordering::Relaxed);
         // SeqCst, and the fence: pairs with the fence in `notify`. Either
         // the loop's look at the registrations (after this) sees a change
         // made before the notifier's fence, or the notifier sees this count
@@ -110,6 +140,26 @@ impl WakeFd {
         fence(Ordering::SeqCst);
         // Relaxed: ordered by the fence above (see `arm`, `set_nested`).
         if self.sleeping.load(Ordering::Relaxed) > 0 || self.nested.load(Ordering::Relaxed) {
+            self.write();
+        }
+    }
+
+    /// A change that the loop must see by clock offset `due` (a timer
+    /// handed over, due at its deadline): like [`WakeFd::notify`], but no
+    /// wake-up for a loop that wakes on its own by then, unless
+    /// `backlog_full` says too many such changes wait unseen.
+    pub(crate) fn notify_due(&self, due: u64, backlog_full: impl FnOnce() -> bool) {
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence above (see `set_nested`).
+        if self.nested.load(Ordering::Relaxed) {
+            self.write();
+            return;
+        }
+        // Relaxed: ordered by the fence above; the bound read is that of
+        // the sleep whose count was read, or a later one (module docs).
+        if self.sleeping.load(Ordering::Relaxed) > 0
+            && (due < self.until.load(Ordering::Relaxed) || backlog_full())
+        {
             self.write();
         }
     }
@@ -158,5 +208,64 @@ impl WakeFd {
         // comes later writes afresh. Release, and the fence: see `write`.
         self.sent.store(false, Ordering::Release);
         fence(Ordering::SeqCst);
+    }
+}
+
+/// loom model of `arm_until` against `notify_due`. Run with the loom cfg:
+/// `cargo test --release --lib` (see `tests/loom.rs` for the flags).
+#[cfg(all(test, evnexus_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// A loop turns twice: the first sleep ends by offset 100 (a timer),
+    /// the second has no bound. Another thread hands over a change due at
+    /// 200. For every sleep the loop entered without seeing the change, the
+    /// change woke it (the eventfd was written) or is due no earlier than
+    /// that sleep's bound. (Bug put back: storing the bound after the
+    /// fence of `arm_until` lets the notifier read the first sleep's bound
+    /// for the second, skip its write, and leave the loop asleep with the
+    /// change unseen; loom finds it.)
+    #[test]
+    fn notify_due_never_leaves_a_loop_asleep_past_a_change() {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(3);
+        }
+        builder.check(|| {
+            let wake = Arc::new(WakeFd::new_edge().unwrap());
+            let change = Arc::new(AtomicBool::new(false));
+            let notifier = {
+                let (wake, change) = (wake.clone(), change.clone());
+                loom::thread::spawn(move || {
+                    // Release: as the command queue's push.
+                    change.store(true, Ordering::Release);
+                    wake.notify_due(200, || false);
+                })
+            };
+            // The first sleep ends on its bound (time passes); the second,
+            // unbounded, only on a wake-up: it lasts past the notifier.
+            let mut slept_unseen = Vec::new();
+            for until in [100, Clock::NEVER] {
+                wake.arm_until(until);
+                // Acquire: as the command queue's pop.
+                if change.load(Ordering::Acquire) {
+                    wake.disarm();
+                    break;
+                }
+                slept_unseen.push(until);
+                if until != Clock::NEVER {
+                    wake.disarm();
+                }
+            }
+            notifier.join().unwrap();
+            let written = wake.sent.load(Ordering::SeqCst);
+            for until in slept_unseen {
+                assert!(
+                    written || 200 >= until,
+                    "the loop slept until {until} without the change due at 200, unwoken"
+                );
+            }
+        });
     }
 }

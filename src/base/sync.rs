@@ -118,6 +118,9 @@ mod imp {
         pub(crate) fn pop(&self) -> Option<T> {
             self.0.lock().unwrap().pop_front()
         }
+        pub(crate) fn len(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
     }
 }
 
@@ -274,6 +277,10 @@ mod imp {
         #[inline]
         pub(crate) fn pop(&self) -> Option<T> {
             self.0.pop()
+        }
+        /// How many are queued (exact when nobody pushes or pops).
+        pub(crate) fn len(&self) -> usize {
+            self.0.len()
         }
     }
 }
