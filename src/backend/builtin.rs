@@ -19,10 +19,12 @@
 //!
 //! Edge-triggered watches are `EPOLLET` entries of the same set, on both
 //! backends (see `uring` for why not multishot polls). Timers live in a
-//! user-space heap ([`TimerQueue`]) that bounds each wait. The heap is the
-//! driving thread's alone: a timer change made on that thread (from a
-//! callback) goes straight in, one made on another thread travels through
-//! a lock-free command queue and a wake-up.
+//! user-space queue ([`TimerQueue`]: runs of non-decreasing deadlines
+//! beside a heap) that bounds each wait. The queue is the driving thread's
+//! alone: a timer change made on that thread (from a callback) goes
+//! straight in, one made on another thread travels through a lock-free
+//! command queue, and wakes the loop only if the loop would otherwise
+//! sleep past its deadline ([`WakeFd::notify_due`](crate::backend::wake::WakeFd)).
 //!
 //! # Timers and the slot's `CTRL` bit
 //!
