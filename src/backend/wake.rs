@@ -137,11 +137,8 @@ impl WakeFd {
     /// Registrations changed; wake a loop that could otherwise sleep
     /// without looking at them again.
     pub(crate) fn notify(&self) {
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence above (see `arm`, `set_nested`).
-        if self.sleeping.load(Ordering::Relaxed) > 0 || self.nested.load(Ordering::Relaxed) {
-            self.write();
-        }
+        // A change due at once, for which nothing can wait.
+        self.notify_due(0, || true);
     }
 
     /// A change that the loop must see by clock offset `due` (a timer
@@ -150,7 +147,8 @@ impl WakeFd {
     /// `backlog_full` says too many such changes wait unseen.
     pub(crate) fn notify_due(&self, due: u64, backlog_full: impl FnOnce() -> bool) {
         fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence above (see `set_nested`).
+        // Relaxed: ordered by the fence above (see `arm_until`,
+        // `set_nested`).
         if self.nested.load(Ordering::Relaxed) {
             self.write();
             return;
