@@ -226,11 +226,7 @@ mod loom_tests {
     /// change unseen; loom finds it.)
     #[test]
     fn notify_due_never_leaves_a_loop_asleep_past_a_change() {
-        let mut builder = loom::model::Builder::new();
-        if builder.preemption_bound.is_none() {
-            builder.preemption_bound = Some(3);
-        }
-        builder.check(|| {
+        crate::base::sync::loom_check(|| {
             let wake = Arc::new(WakeFd::new_edge().unwrap());
             let change = Arc::new(AtomicBool::new(false));
             let notifier = {

@@ -287,6 +287,17 @@ mod imp {
 
 pub(crate) use imp::*;
 
+/// Runs a loom model of the crate's own unit tests, with a preemption
+/// bound of 3 unless `LOOM_MAX_PREEMPTIONS` sets one.
+#[cfg(all(test, evnexus_loom))]
+pub(crate) fn loom_check(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
 pub(crate) use std::sync::atomic::Ordering;
 /// A plain `std` `Arc`, under loom too, for what no protocol shares (a
 /// waker's handle on the wake-up eventfd).

@@ -196,11 +196,7 @@ mod loom_tests {
 
     #[test]
     fn concurrent_pops_and_pushes_never_hand_a_slot_out_twice() {
-        let mut builder = loom::model::Builder::new();
-        if builder.preemption_bound.is_none() {
-            builder.preemption_bound = Some(3);
-        }
-        builder.check(|| {
+        crate::base::sync::loom_check(|| {
             let f = Arc::new(Fixture {
                 slots: (0..3).map(|_| Slot::new(Generation::FIRST)).collect(),
                 owned: (0..3).map(|_| AtomicBool::new(false)).collect(),
