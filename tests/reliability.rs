@@ -191,6 +191,56 @@ fn timers_handed_over_to_a_loop_asleep_until_an_earlier_or_later_timer_fire_on_t
     }
 }
 
+/// Hand-overs that need no wake-up (`Duration::MAX`: never due), more than
+/// the backlog that forces one, from a preempted thread, while the loop
+/// sleeps with no timer of its own: none fires, a due one set after them
+/// still fires at once, and cancelling them all leaves nothing live.
+#[test]
+fn never_due_hand_overs_past_the_backlog_lose_nothing_and_fire_nothing() {
+    const N: usize = 3000;
+    for kind in LOOP_BACKENDS {
+        let engine = loop_engine(kind);
+        let _loop = LoopThread::start(&engine, pin_to_cpu0);
+        thread::sleep(Duration::from_millis(10));
+        let (fired, count) = counter();
+        let e = Arc::clone(&engine);
+        let never: Vec<_> = thread::spawn(move || {
+            pin_to_cpu0();
+            lowest_priority();
+            (0..N)
+                .map(|_| {
+                    let f = Arc::clone(&fired);
+                    e.timer_after(Duration::MAX, move |_| {
+                        f.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .unwrap()
+                })
+                .collect()
+        })
+        .join()
+        .unwrap();
+        let (due_fired, due_count) = counter();
+        let _due = engine
+            .timer_after(Duration::ZERO, move |_| {
+                due_fired.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        wait_for(
+            &format!("{kind:?}: the due timer"),
+            Duration::from_secs(5),
+            || due_count.load(Ordering::SeqCst) == 1,
+        );
+        assert!(never.iter().all(|t| t.is_pending()), "{kind:?}: pending");
+        drop(never);
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            0,
+            "{kind:?}: a never-due timer fired"
+        );
+        assert_eq!(engine.stats().live(), 0, "{kind:?}: counted as live");
+    }
+}
+
 /// The registrar stops right where the loop used to meet the registration
 /// under `CTRL` and drop it: after the backend was told, before `CTRL` is
 /// released.
