@@ -347,5 +347,29 @@ pub(crate) fn next_engine_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A process-wide flag that is only ever raised: plain `std` under loom
+/// too, like [`Counter`]. For a test aid's "has anyone asked yet" check.
+#[cfg(feature = "testing")]
+#[derive(Debug)]
+pub(crate) struct Raised(std::sync::atomic::AtomicBool);
+
+#[cfg(feature = "testing")]
+impl Raised {
+    pub(crate) const fn new() -> Raised {
+        Raised(std::sync::atomic::AtomicBool::new(false))
+    }
+    pub(crate) fn raise(&self) {
+        // Relaxed: see `is_raised`.
+        self.0.store(true, Ordering::Relaxed);
+    }
+    /// Whether `raise` was called. Relaxed is enough for a reader that
+    /// only needs its own thread's `raise` (program order); another
+    /// thread's may be seen late, which such a reader does not mind.
+    #[inline]
+    pub(crate) fn is_raised(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Statistics stripes that threads can own exclusively.
 pub(crate) const OWNED_STRIPES: usize = 64;
