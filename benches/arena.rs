@@ -156,9 +156,10 @@ impl Subject for EngineSubject {
 }
 
 /// The engine's registration without a handle: `timer_at_detached` and
-/// `Engine::deregister` by token. A handle holds an `Arc` of the engine,
-/// whose count every registration takes and drops; this row shows what
-/// that costs (lookups: `evnexus-engine`'s).
+/// `Engine::deregister` by token. A handle keeps its engine alive, counted
+/// on a stripe of the calling thread (one compare-and-swap to make it, one
+/// to drop it); this row shows what the handle costs (lookups:
+/// `evnexus-engine`'s).
 struct EngineTokenSubject(EngineSubject);
 
 impl Subject for EngineTokenSubject {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{dups, each_backend, pair, raw};
+use common::{dups, each_backend, hooks_engine, lowest_priority, pair, pin_to_cpu0, raw};
 use evnexus::{Interest, Occurred, Readiness, StaleReason};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -178,4 +178,83 @@ fn dropping_callback_that_owns_its_own_handle_does_not_deadlock() {
             Occurred::Stale(StaleReason::Generation)
         );
     });
+}
+
+/// Handles keep their engine's core alive without a shared reference count:
+/// each thread counts its handles on a stripe of its own, and the engine's
+/// drop closes the count (`base/handles.rs`). Here four threads, two of
+/// them pinned to one CPU and one of those at the lowest priority, make
+/// timer and fd handles, hand some to the others, and drop them while the
+/// engine is being dropped. The core (seen through the recording hooks it
+/// owns) must outlive every handle, and go with the last one.
+#[test]
+fn the_core_outlives_handles_dropped_on_any_thread_while_the_engine_goes() {
+    const PER_THREAD: usize = 2_000;
+    for _round in 0..20 {
+        let (engine, recorder) = hooks_engine();
+        let engine = Arc::new(engine);
+        let (a, _b) = pair();
+        let fd = a.as_raw_fd();
+        let ready = Arc::new(Barrier::new(5));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (engine, ready) = (Arc::clone(&engine), Arc::clone(&ready));
+                thread::spawn(move || {
+                    if t < 2 {
+                        pin_to_cpu0();
+                    }
+                    if t == 1 {
+                        lowest_priority();
+                    }
+                    let far = std::time::Instant::now() + Duration::from_secs(3600);
+                    let mut timers: Vec<_> = (0..PER_THREAD)
+                        .map(|_| engine.timer_at(far, |_| panic!("never due")).unwrap())
+                        .collect();
+                    let watches: Vec<_> = (0..8)
+                        .map(|_| engine.register_fd(fd, Interest::READABLE, |_| {}).unwrap())
+                        .collect();
+                    // Half go to the main thread, to be dropped there after
+                    // the engine; the rest are dropped here while the main
+                    // thread drops the engine.
+                    let kept = timers.split_off(PER_THREAD / 2);
+                    drop(engine);
+                    ready.wait();
+                    drop(watches);
+                    for t in timers {
+                        drop(t);
+                    }
+                    kept
+                })
+            })
+            .collect();
+        ready.wait();
+        // The last reference: the engine goes (and closes its handles'
+        // count) while the threads drop theirs.
+        drop(engine);
+        let kept: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(
+            Arc::strong_count(&recorder),
+            2,
+            "the core went while 4,000 handles were out"
+        );
+        assert!(
+            kept.iter().all(|t| !t.is_pending()),
+            "the engine ended them"
+        );
+        // Dropped on two threads at once: the last one out lets go.
+        let mut kept = kept;
+        let second = kept.split_off(kept.len() / 2);
+        thread::scope(|s| {
+            s.spawn(move || drop(second));
+            s.spawn(move || drop(kept));
+        });
+        assert_eq!(
+            Arc::strong_count(&recorder),
+            1,
+            "the core outlived its last handle"
+        );
+    }
 }

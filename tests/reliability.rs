@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{counter, pair, LOOP_BACKENDS};
+use common::{counter, lowest_priority, pair, pin_to_cpu0, LOOP_BACKENDS};
 use evnexus::testing::{clear_pauses, pause_at, PausePoint};
 use evnexus::{BackendKind, Engine, Error, FdWatch, Interest, OsEventHooks, PollSet, Token};
 use std::io::{self, Read, Write};
@@ -64,23 +64,6 @@ fn wait_for(what: &str, limit: Duration, done: impl Fn() -> bool) {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
         thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// Puts the calling thread on CPU 0, where the loop thread also runs.
-fn pin_to_cpu0() {
-    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET and
-    // sched_setaffinity(0 = this thread) read and write only `set`.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Lowers the calling thread's priority as far as it goes (nice 19).
-fn lowest_priority() {
-    // SAFETY: setpriority on this thread's id; lowering needs no privilege.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
 }
 
 // ----- 1. timers from other threads -------------------------------------

@@ -26,10 +26,16 @@ mod imp {
 
     /// A small number distinct per model thread. loom runs its threads as
     /// coroutines on one OS thread, so a `std` thread-local would be shared
-    /// by all of them.
+    /// by all of them. The numbers restart with every execution (loom's
+    /// `lazy_static` is per execution): with a process-wide counter, the
+    /// stripe or shard a model thread picks would depend on the models
+    /// run before and beside it, and loom's replay of an execution could
+    /// then touch other atomics than the run it replays.
     pub(crate) fn thread_ordinal() -> usize {
         use std::sync::atomic::AtomicUsize;
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        loom::lazy_static! {
+            static ref NEXT: AtomicUsize = AtomicUsize::new(0);
+        }
         loom::thread_local! {
             static ORDINAL: Cell<usize> = Cell::new(usize::MAX);
         }

@@ -3,9 +3,8 @@
 
 use crate::base::error::Result;
 use crate::base::readiness::{Interest, Readiness};
-use crate::base::sync::Arc;
 use crate::base::token::Token;
-use crate::engine::{Engine, EngineCore};
+use crate::engine::{CoreRef, Engine};
 use std::fmt;
 use std::os::fd::RawFd;
 
@@ -106,7 +105,7 @@ impl fmt::Debug for FdEvent<'_> {
 /// # Ok(()) }
 /// ```
 pub struct FdWatch {
-    pub(crate) core: Arc<EngineCore>,
+    pub(crate) core: CoreRef,
     pub(crate) token: Token,
 }
 
@@ -163,8 +162,8 @@ impl FdWatch {
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never dropped nor used after this line but for
         // its `Copy` token, so its `core` is moved out exactly once (and
-        // dropped at the end of this statement): the engine's reference
-        // count goes down, the watch is left alone.
+        // dropped at the end of this statement): the handle is counted
+        // out of the engine, the watch is left alone.
         drop(unsafe { std::ptr::read(&this.core) });
         this.token
     }

@@ -64,6 +64,7 @@ impl Drop for Shadow {
         // start: end every registration still live, as `Drop for Engine`
         // does for an engine without handles.
         self.0.core.end_all();
+        EngineCore::close(&self.0.core);
     }
 }
 

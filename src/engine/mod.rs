@@ -30,6 +30,7 @@ pub(crate) mod io_safety;
 pub(crate) mod nest;
 pub(crate) mod periodic;
 pub(crate) mod poll;
+pub(crate) mod shared;
 pub(crate) mod signal;
 pub(crate) mod timer;
 pub(crate) mod tokens;
@@ -39,8 +40,7 @@ use fd::{FdEvent, FdWatch};
 use handle::{EngineHandle, Shadow};
 use timer::{Timer, TimerEvent};
 
-/// The dispatch core with this facade's callbacks.
-pub(crate) type EngineCore = Core<Callback>;
+pub(crate) use shared::{CoreRef, EngineCore};
 
 /// The backend the facade built, as it drives it (the core knows it only
 /// as a [`Backend`]).
@@ -247,7 +247,7 @@ impl Builder {
             (Some(BackendKind::Hooks), Some(Hooks::Plain(hooks))) => (hooks, Driven::Hooks),
             (Some(BackendKind::Hooks), Some(Hooks::WithHandle(make))) => {
                 return Ok(Shadow::build(|handle| {
-                    Arc::new(Core::new(make(handle), clock, options))
+                    EngineCore::new_arc(Core::new(make(handle), clock, options))
                 }));
             }
             (Some(BackendKind::Hooks), None) => {
@@ -266,7 +266,7 @@ impl Builder {
             }
         };
         Ok(Engine {
-            core: Arc::new(Core::new(backend, clock, options)),
+            core: EngineCore::new_arc(Core::new(backend, clock, options)),
             driven,
             life: Life::Owner,
         })
@@ -441,7 +441,7 @@ impl Engine {
     /// Bytes one registration occupies in the arena (its slot), not
     /// counting the boxed callback and whatever the callback captures.
     pub fn slot_bytes() -> usize {
-        EngineCore::slot_bytes()
+        Core::<Callback>::slot_bytes()
     }
 
     /// Watches `fd` for `interest`; `callback` runs for each event, on the
@@ -488,7 +488,7 @@ impl Engine {
             .core
             .register_fd(fd, interest, Callback::fd(callback))?;
         Ok(FdWatch {
-            core: Arc::clone(&self.core),
+            core: CoreRef::new(&self.core),
             token,
         })
     }
@@ -508,7 +508,7 @@ impl Engine {
             .core
             .register_timer(deadline, Callback::timer(callback))?;
         Ok(Timer {
-            core: Arc::clone(&self.core),
+            core: CoreRef::new(&self.core),
             token,
         })
     }
@@ -666,7 +666,11 @@ impl Drop for Engine {
             // callbacks (and anything they hold, handles included) are
             // dropped. No callback can be running: running one needs
             // `&Engine`, this one or a shadow's.
-            Life::Owner => self.core.end_all(),
+            // Then no handle can be made: the handles' count closes.
+            Life::Owner => {
+                self.core.end_all();
+                EngineCore::close(&self.core);
+            }
             // The shadow does it when the last of us lets go of it: here,
             // or when a report through a handle in progress returns.
             Life::Shared(shadow) => drop(shadow),

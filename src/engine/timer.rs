@@ -6,9 +6,8 @@
 //! access); `base::clock::Clock` converts.
 
 use crate::base::error::Result;
-use crate::base::sync::Arc;
 use crate::base::token::Token;
-use crate::engine::{Engine, EngineCore};
+use crate::engine::{CoreRef, Engine};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -62,7 +61,7 @@ impl fmt::Debug for TimerEvent<'_> {
 /// # Ok(()) }
 /// ```
 pub struct Timer {
-    pub(crate) core: Arc<EngineCore>,
+    pub(crate) core: CoreRef,
     pub(crate) token: Token,
 }
 

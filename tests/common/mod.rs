@@ -291,3 +291,22 @@ pub fn counting_fd_callback() -> (
         r.fetch_add(1, Ordering::SeqCst);
     })
 }
+
+/// Puts the calling thread on CPU 0, where a loop thread (or another
+/// thread of the test) also runs: with [`lowest_priority`], a thread that
+/// is preempted in the middle of whatever it does.
+pub fn pin_to_cpu0() {
+    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET and
+    // sched_setaffinity(0 = this thread) read and write only `set`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Lowers the calling thread's priority as far as it goes (nice 19).
+pub fn lowest_priority() {
+    // SAFETY: setpriority on this thread's id; lowering needs no privilege.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+}

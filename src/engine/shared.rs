@@ -1,0 +1,109 @@
+//! What an engine's values share ([`EngineCore`]: the dispatch core and the
+//! count of handles) and how a handle holds it ([`CoreRef`]).
+//!
+//! The engine, its shadow, the periodic timers and the wakers hold the
+//! core through an `Arc`. The `Timer` and `FdWatch` handles, made and
+//! dropped with every registration, do not: they share one strong
+//! reference, taken when the core is made, and count themselves in a
+//! [`HandleCount`] of per-thread stripes, so that registering on two
+//! threads does not bounce the `Arc`'s count between them. When the last
+//! owner ends the registrations ([`EngineCore::close`]), the count is
+//! closed, and the shared reference goes with the last handle (or at once,
+//! if none is out).
+
+use crate::base::handles::HandleCount;
+use crate::base::sync::Arc;
+use crate::dispatch::Core;
+use crate::engine::callback::Callback;
+use std::ops::Deref;
+use std::ptr::NonNull;
+
+/// The dispatch core with this facade's callbacks, and its handles' count.
+pub(crate) struct EngineCore {
+    core: Core<Callback>,
+    handles: HandleCount,
+}
+
+impl Deref for EngineCore {
+    type Target = Core<Callback>;
+    #[inline]
+    fn deref(&self) -> &Core<Callback> {
+        &self.core
+    }
+}
+
+impl EngineCore {
+    /// The shared core, with the strong reference that its handles will
+    /// share taken already.
+    pub(crate) fn new_arc(core: Core<Callback>) -> Arc<EngineCore> {
+        let arc = Arc::new(EngineCore {
+            core,
+            handles: HandleCount::new(),
+        });
+        // The handles' reference: let go of by `close` or by the last
+        // handle out (`CoreRef::drop`), through this same pointer.
+        let _ = Arc::into_raw(Arc::clone(&arc));
+        arc
+    }
+
+    /// No handle can be made any more: the last owner has ended every
+    /// registration (`Drop for Engine`, `Drop for Shadow`). Lets go of the
+    /// handles' reference if none is out. Called once per core.
+    pub(crate) fn close(this: &Arc<EngineCore>) {
+        if this.handles.close() {
+            // SAFETY: the count says the handles' reference is ours to let
+            // go of, taken in `new_arc`; `this` is another one, so the core
+            // outlives this call.
+            unsafe { Arc::decrement_strong_count(Arc::as_ptr(this)) };
+        }
+    }
+}
+
+/// A handle's hold on its engine's core.
+pub(crate) struct CoreRef(NonNull<EngineCore>);
+
+// SAFETY: a `CoreRef` is a shared reference to an `EngineCore` kept alive by
+// the handles' reference (see the module doc), and `EngineCore` is `Send`
+// and `Sync` (checked below), as for the `Arc<EngineCore>` it replaces.
+unsafe impl Send for CoreRef {}
+// SAFETY: as above.
+unsafe impl Sync for CoreRef {}
+
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<EngineCore>();
+};
+
+impl CoreRef {
+    /// A new handle's hold on `core`; the caller holds an owner's reference,
+    /// so the engine is not closed.
+    #[inline]
+    pub(crate) fn new(core: &Arc<EngineCore>) -> CoreRef {
+        core.handles.take();
+        CoreRef(NonNull::from(&**core))
+    }
+}
+
+impl Deref for CoreRef {
+    type Target = EngineCore;
+    #[inline]
+    fn deref(&self) -> &EngineCore {
+        // SAFETY: this handle is counted (`new`), so the handles' reference,
+        // let go of only when the count reaches zero after the close, keeps
+        // the core alive until `drop` below.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for CoreRef {
+    #[inline]
+    fn drop(&mut self) {
+        if self.handles.put() {
+            // SAFETY: the count says this was the last handle out after the
+            // close, so the handles' reference, taken in `new_arc` through
+            // this same pointer, is ours to let go of; nothing touches the
+            // core after this line.
+            unsafe { Arc::decrement_strong_count(self.0.as_ptr() as *const EngineCore) };
+        }
+    }
+}
