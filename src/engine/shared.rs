@@ -80,7 +80,11 @@ impl CoreRef {
     #[inline]
     pub(crate) fn new(core: &Arc<EngineCore>) -> CoreRef {
         core.handles.take();
-        CoreRef(NonNull::from(&**core))
+        // `as_ptr`, not a reference's address: the pointer keeps the `Arc`
+        // allocation's provenance, which `decrement_strong_count` needs.
+        let ptr = Arc::as_ptr(core) as *mut EngineCore;
+        // SAFETY: an `Arc`'s pointer is never null.
+        CoreRef(unsafe { NonNull::new_unchecked(ptr) })
     }
 }
 
@@ -105,5 +109,71 @@ impl Drop for CoreRef {
             // core after this line.
             unsafe { Arc::decrement_strong_count(self.0.as_ptr() as *const EngineCore) };
         }
+    }
+}
+
+#[cfg(all(test, not(evnexus_loom)))]
+mod tests {
+    use crate::{Engine, Interest, OsEventHooks, Token};
+    use std::io;
+    use std::os::fd::RawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Hooks that keep nothing and say when the core dropped them.
+    struct Hooks(Arc<AtomicBool>);
+
+    impl Drop for Hooks {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl OsEventHooks for Hooks {
+        type FdReg = ();
+        type TimeoutReg = ();
+        fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> {
+            Ok(())
+        }
+        fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> {
+            Ok(())
+        }
+        fn fd_deregister(&self, _: RawFd, _: ()) {}
+        fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> {
+            Ok(())
+        }
+        fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> {
+            Ok(())
+        }
+        fn timeout_deregister(&self, _: ()) {}
+    }
+
+    /// The core goes with the last of the engine and its handles, whichever
+    /// is last (also under miri, which checks the pointer the last handle
+    /// lets the core go through).
+    #[test]
+    fn the_core_goes_with_the_last_of_the_engine_and_its_handles() {
+        let gone = Arc::new(AtomicBool::new(false));
+        let engine = Engine::with_hooks(Hooks(Arc::clone(&gone)));
+        let far = Instant::now() + Duration::from_secs(3600);
+        let kept = engine.timer_at(far, |_| {}).unwrap();
+        let token = engine.timer_at(far, |_| {}).unwrap().into_token();
+        drop(engine.timer_at(far, |_| {}).unwrap());
+        drop(engine);
+        assert!(!gone.load(Ordering::SeqCst), "a handle is still out");
+        assert!(!kept.is_pending(), "the engine ended its timer");
+        assert_ne!(kept.token(), token);
+        drop(kept);
+        assert!(gone.load(Ordering::SeqCst), "the last handle let it go");
+
+        let gone = Arc::new(AtomicBool::new(false));
+        let engine = Engine::with_hooks(Hooks(Arc::clone(&gone)));
+        drop(engine.timer_at(far, |_| {}).unwrap());
+        drop(engine);
+        assert!(
+            gone.load(Ordering::SeqCst),
+            "no handle out: the engine let it go"
+        );
     }
 }
