@@ -234,6 +234,11 @@ macro_rules! pause_point {
     };
 }
 
+// Lets the crate's unit tests share fixtures written against the public API
+// (`tests/common/no_hooks.rs`) with the integration tests.
+#[cfg(test)]
+extern crate self as evnexus;
+
 // The layers, bottom up; each names only the layers below it (checked by
 // `tests/architecture.rs`; see ARCHITECTURE.md).
 mod backend;

@@ -112,67 +112,43 @@ impl Drop for CoreRef {
     }
 }
 
+/// The integration tests' no-op hooks (a path relative to this file's
+/// directory only outside an inline module).
+#[cfg(all(test, not(evnexus_loom)))]
+#[path = "../../tests/common/no_hooks.rs"]
+mod no_hooks;
+
 #[cfg(all(test, not(evnexus_loom)))]
 mod tests {
-    use crate::{Engine, Interest, OsEventHooks, Token};
-    use std::io;
-    use std::os::fd::RawFd;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use super::no_hooks;
+    use crate::base::sync::Arc;
+    use crate::Engine;
     use std::time::{Duration, Instant};
-
-    /// Hooks that keep nothing and say when the core dropped them.
-    struct Hooks(Arc<AtomicBool>);
-
-    impl Drop for Hooks {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-
-    impl OsEventHooks for Hooks {
-        type FdReg = ();
-        type TimeoutReg = ();
-        fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> {
-            Ok(())
-        }
-        fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> {
-            Ok(())
-        }
-        fn fd_deregister(&self, _: RawFd, _: ()) {}
-        fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> {
-            Ok(())
-        }
-        fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> {
-            Ok(())
-        }
-        fn timeout_deregister(&self, _: ()) {}
-    }
 
     /// The core goes with the last of the engine and its handles, whichever
     /// is last (also under miri, which checks the pointer the last handle
     /// lets the core go through).
     #[test]
     fn the_core_goes_with_the_last_of_the_engine_and_its_handles() {
-        let gone = Arc::new(AtomicBool::new(false));
-        let engine = Engine::with_hooks(Hooks(Arc::clone(&gone)));
         let far = Instant::now() + Duration::from_secs(3600);
+        let engine = Engine::with_hooks(no_hooks::NoHooks);
+        let core = Arc::downgrade(engine.core());
         let kept = engine.timer_at(far, |_| {}).unwrap();
         let token = engine.timer_at(far, |_| {}).unwrap().into_token();
         drop(engine.timer_at(far, |_| {}).unwrap());
         drop(engine);
-        assert!(!gone.load(Ordering::SeqCst), "a handle is still out");
+        assert!(core.upgrade().is_some(), "a handle is still out");
         assert!(!kept.is_pending(), "the engine ended its timer");
         assert_ne!(kept.token(), token);
         drop(kept);
-        assert!(gone.load(Ordering::SeqCst), "the last handle let it go");
+        assert!(core.upgrade().is_none(), "the last handle let it go");
 
-        let gone = Arc::new(AtomicBool::new(false));
-        let engine = Engine::with_hooks(Hooks(Arc::clone(&gone)));
+        let engine = Engine::with_hooks(no_hooks::NoHooks);
+        let core = Arc::downgrade(engine.core());
         drop(engine.timer_at(far, |_| {}).unwrap());
         drop(engine);
         assert!(
-            gone.load(Ordering::SeqCst),
+            core.upgrade().is_none(),
             "no handle out: the engine let it go"
         );
     }
