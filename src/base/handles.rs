@@ -210,8 +210,27 @@ mod loom_tests {
 
     fn let_go(engine: &Arc<Engine>) {
         // SAFETY: the count said this caller holds the collective
-        // reference, taken with `into_raw` below; it is let go once.
+        // reference, taken with `into_raw` in `two_handles`; it is let go
+        // of once.
         unsafe { Arc::decrement_strong_count(Arc::as_ptr(engine)) };
+    }
+
+    /// An engine with its collective reference taken and two handles out,
+    /// one of them being dropped on another thread.
+    fn two_handles() -> (Arc<Engine>, loom::thread::JoinHandle<()>) {
+        let engine = Arc::new(Engine {
+            handles: HandleCount::new(),
+        });
+        let _collective = Arc::into_raw(Arc::clone(&engine));
+        engine.handles.take();
+        engine.handles.take();
+        let e = Arc::clone(&engine);
+        let t = loom::thread::spawn(move || {
+            if e.handles.put() {
+                let_go(&e);
+            }
+        });
+        (engine, t)
     }
 
     /// A handle dropped on another thread races the close: exactly one of
@@ -220,18 +239,7 @@ mod loom_tests {
     #[test]
     fn a_handle_dropped_during_the_close_lets_go_exactly_once() {
         loom_check(|| {
-            let engine = Arc::new(Engine {
-                handles: HandleCount::new(),
-            });
-            let _collective = Arc::into_raw(Arc::clone(&engine));
-            engine.handles.take();
-            engine.handles.take();
-            let e = Arc::clone(&engine);
-            let t = loom::thread::spawn(move || {
-                if e.handles.put() {
-                    let_go(&e);
-                }
-            });
+            let (engine, t) = two_handles();
             if engine.handles.put() {
                 let_go(&engine);
             }
@@ -249,18 +257,7 @@ mod loom_tests {
     #[test]
     fn the_last_of_two_handles_out_after_the_close_lets_go_once() {
         loom_check(|| {
-            let engine = Arc::new(Engine {
-                handles: HandleCount::new(),
-            });
-            let _collective = Arc::into_raw(Arc::clone(&engine));
-            engine.handles.take();
-            engine.handles.take();
-            let e = Arc::clone(&engine);
-            let t = loom::thread::spawn(move || {
-                if e.handles.put() {
-                    let_go(&e);
-                }
-            });
+            let (engine, t) = two_handles();
             assert!(!engine.handles.close(), "a handle is still out");
             if engine.handles.put() {
                 let_go(&engine);
