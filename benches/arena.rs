@@ -157,8 +157,8 @@ impl Subject for EngineSubject {
 
 /// The engine's registration without a handle: `timer_at_detached` and
 /// `Engine::deregister` by token. A handle keeps its engine alive, counted
-/// on a stripe of the calling thread (one compare-and-swap to make it, one
-/// to drop it); this row shows what the handle costs (lookups:
+/// on a stripe of the calling thread (one atomic add to make it, one
+/// subtract to drop it); this row shows what the handle costs (lookups:
 /// `evnexus-engine`'s).
 struct EngineTokenSubject(EngineSubject);
 

@@ -51,11 +51,24 @@ impl EngineCore {
     /// handles' reference if none is out. Called once per core.
     pub(crate) fn close(this: &Arc<EngineCore>) {
         if this.handles.close() {
-            // SAFETY: the count says the handles' reference is ours to let
-            // go of, taken in `new_arc`; `this` is another one, so the core
-            // outlives this call.
-            unsafe { Arc::decrement_strong_count(Arc::as_ptr(this)) };
+            // SAFETY: the count says no handle is out, so the handles'
+            // reference is ours; `this` is another one, so the core outlives
+            // this call.
+            unsafe { Self::let_go_of_handles_reference(Arc::as_ptr(this)) };
         }
+    }
+
+    /// Lets go of the handles' reference, the one `new_arc` took.
+    ///
+    /// # Safety
+    /// `ptr` is the core's `Arc` pointer (`Arc::as_ptr`), and the handles'
+    /// count said the caller is the one to let go (`close`, or the last
+    /// `put` after it): once per core. The core may be freed by this call.
+    unsafe fn let_go_of_handles_reference(ptr: *const EngineCore) {
+        // SAFETY: the function contract: `ptr` carries the `Arc`
+        // allocation's provenance, and the reference it drops is the one
+        // `new_arc` leaked, dropped once.
+        unsafe { Arc::decrement_strong_count(ptr) };
     }
 }
 
@@ -104,10 +117,9 @@ impl Drop for CoreRef {
     fn drop(&mut self) {
         if self.handles.put() {
             // SAFETY: the count says this was the last handle out after the
-            // close, so the handles' reference, taken in `new_arc` through
-            // this same pointer, is ours to let go of; nothing touches the
-            // core after this line.
-            unsafe { Arc::decrement_strong_count(self.0.as_ptr() as *const EngineCore) };
+            // close; `self.0` came from `Arc::as_ptr` (`new`); nothing
+            // touches the core after this line.
+            unsafe { EngineCore::let_go_of_handles_reference(self.0.as_ptr()) };
         }
     }
 }
