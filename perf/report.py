@@ -29,8 +29,9 @@ median of those is shown.
 
 perf/compare.py compares two saved baselines row by row.
 
-With --write-readme, the table, the date (UTC), the machine (CPU model, cores,
-kernel) and the command replace what is between the README's markers
+With --write-readme, the table, the date (UTC), the machine (CPU model with
+its family, model number and clock, cores, kernel) and the command replace
+what is between the README's markers
   <!-- perf:begin -->  and  <!-- perf:end -->
 so the README's numbers are never typed by hand.
 
@@ -251,16 +252,26 @@ def table(rows):
 
 
 def machine():
-    model = None
+    """The CPU, cores and kernel. A hypervisor may show a bare model name
+    ("AMD EPYC") for hosts of different generations and clocks, so the
+    CPU's family, model number and clock go beside it: two tables made on
+    different hosts then say so."""
+    info = {}
     try:
         with open("/proc/cpuinfo") as f:
             for l in f:
-                if l.startswith("model name"):
-                    model = l.split(":", 1)[1].strip()
-                    break
+                if not l.strip():
+                    break  # the first CPU's block is enough
+                k, _, v = l.partition(":")
+                info.setdefault(k.strip(), v.strip())
     except OSError:
         pass
-    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    model = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    ids = [f"{k} {info[k]}" for k in ("cpu family", "model") if k in info]
+    if "cpu MHz" in info:
+        ids.append(f"{float(info['cpu MHz']):.0f} MHz")
+    if ids:
+        model = f"{model} ({', '.join(ids)})"
     cores = os.cpu_count() or 0
     return f"{model}, {cores} cores, Linux {platform.release()}" if platform.system() == "Linux" \
         else f"{model}, {cores} cores, {platform.system()} {platform.release()}"
