@@ -277,9 +277,10 @@ def machine():
         else f"{model}, {cores} cores, {platform.system()} {platform.release()}"
 
 
-def section(rows, unpaired, found, command, section_name, nruns=1):
+def section(rows, unpaired, found, times, command, section_name, nruns=1):
+    """The README section. `times`: when each result it draws on was
+    measured, every run's (the merged `found` keeps only the newest)."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    times = [v[1] for v in found.values()]
     oldest = datetime.datetime.fromtimestamp(min(times), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     newest = datetime.datetime.fromtimestamp(max(times), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     runs_text = "" if nruns <= 1 else (
@@ -375,7 +376,8 @@ def main():
         for u in unpaired:
             print("  " + u, file=sys.stderr)
         sys.exit(1)
-    body = section(rows, unpaired, found, command, args.section, len(runs))
+    times = [v[1] for run in runs for k, v in run.items() if keep(k)]
+    body = section(rows, unpaired, found, times, command, args.section, len(runs))
     print(body)
     if args.write_readme:
         write_readme(args.readme, body, args.section)
