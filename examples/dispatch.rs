@@ -2,9 +2,10 @@
 //! for the scripts in `perf/` (flame graphs, counters, system calls per
 //! event).
 //!
-//! It registers `--fds N` level-triggered read watches and dispatches
-//! events until `--events N` callbacks have run, then prints the count,
-//! the wall time, ns per event and `engine.stats().dispatched`. Two shapes:
+//! It registers `--fds N` read watches (level-triggered; edge-triggered
+//! with `--edge`) and dispatches events until `--events N` callbacks have
+//! run, then prints the count, the wall time, ns per event and
+//! `engine.stats().dispatched`. Two shapes:
 //!
 //! - **always-ready** (default): N eventfds whose counter is set once and
 //!   never read, so every fd is readable on every wait; the callback does
@@ -12,7 +13,9 @@
 //! - **busy** (`--busy`): N socketpairs with one byte in flight each; the
 //!   callback reads what is there and writes one byte back from the peer
 //!   end, so the fd is readable again on the next wait (two system calls
-//!   per event that are the callback's, not the engine's).
+//!   per event that are the callback's, not the engine's). With `--edge`
+//!   the watches are edge-triggered (`Interest::EDGE`): the callback's
+//!   read drains the byte and its write makes the next edge.
 //!
 //! Backends: `uring` and `epoll` drive the built-in loop with
 //! `Engine::run_once`; `hooks` is a trivial application loop of this
@@ -33,12 +36,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-usage: dispatch [--backend uring|epoll|hooks|poll] [--fds N] [--busy] [--events N]
+usage: dispatch [--backend uring|epoll|hooks|poll] [--fds N] [--busy [--edge]] [--events N]
 
-Registers N level-triggered read watches and dispatches events until at
-least `--events` callbacks have run; prints events, wall time, ns/event
-and engine.stats().dispatched, then one `result ...` line of key=value
-pairs for scripts. Exits 1 if fewer events were dispatched than asked.
+Registers N read watches (level-triggered unless --edge) and dispatches
+events until at least `--events` callbacks have run; prints events, wall
+time, ns/event and engine.stats().dispatched, then one `result ...` line
+of key=value pairs for scripts. Exits 1 if fewer events were dispatched
+than asked.
 
 options:
   --backend B   uring: the built-in loop on io_uring (Engine::run_once);
@@ -51,6 +55,8 @@ options:
   --busy        socketpairs kept busy: the callback reads the byte in
                 flight and writes one back (default: always-ready
                 eventfds and a no-op callback)
+  --edge        edge-triggered watches (Interest::EDGE); needs --busy,
+                since an always-ready eventfd makes one edge only
   --events N    callbacks to run (a batch is never cut short, so a few
                 more may run)                                   [1000000]
   -h, --help    print this help
@@ -81,6 +87,7 @@ struct Config {
     mode: Mode,
     fds: usize,
     busy: bool,
+    edge: bool,
     events: u64,
 }
 
@@ -89,6 +96,7 @@ fn parse_args() -> Result<Config, String> {
         mode: Mode::Uring,
         fds: 1,
         busy: false,
+        edge: false,
         events: 1_000_000,
     };
     let mut args = std::env::args().skip(1);
@@ -125,8 +133,12 @@ fn parse_args() -> Result<Config, String> {
             }
             "--events" => cfg.events = number(&value("--events")?)?,
             "--busy" => cfg.busy = true,
+            "--edge" => cfg.edge = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if cfg.edge && !cfg.busy {
+        return Err("--edge needs --busy: an always-ready eventfd makes one edge only".into());
     }
     Ok(cfg)
 }
@@ -369,15 +381,18 @@ fn run(cfg: &Config) -> Result<bool, String> {
     .map_err(|e| format!("building the {} engine: {e}", cfg.mode.name()))?;
 
     let sources = make_sources(cfg.fds, cfg.busy).map_err(|e| format!("creating fds: {e}"))?;
+    let interest = if cfg.edge {
+        Interest::READABLE | Interest::EDGE
+    } else {
+        Interest::READABLE
+    };
     let mut watches: Vec<FdWatch> = Vec::with_capacity(sources.len());
     for s in &sources {
         let fd = s.watched.as_raw_fd();
         let peer = s.peer.as_ref().map(|p| p.as_raw_fd());
         let w = match peer {
-            Some(peer) => {
-                engine.register_fd(fd, Interest::READABLE, move |ev| bounce(ev.fd(), peer))
-            }
-            None => engine.register_fd(fd, Interest::READABLE, |_| {}),
+            Some(peer) => engine.register_fd(fd, interest, move |ev| bounce(ev.fd(), peer)),
+            None => engine.register_fd(fd, interest, |_| {}),
         }
         .map_err(|e| format!("register_fd: {e}"))?;
         watches.push(w);
@@ -385,8 +400,13 @@ fn run(cfg: &Config) -> Result<bool, String> {
 
     let shape = if cfg.busy {
         format!(
-            "{} busy socketpairs (read + write back in the callback)",
-            cfg.fds
+            "{} busy socketpairs, {} (read + write back in the callback)",
+            cfg.fds,
+            if cfg.edge {
+                "edge-triggered"
+            } else {
+                "level-triggered"
+            }
         )
     } else {
         format!("{} always-ready eventfds (no-op callback)", cfg.fds)
@@ -425,7 +445,11 @@ fn run(cfg: &Config) -> Result<bool, String> {
     println!(
         "result backend={} shape={} fds={} asked={} events={} waits={} wall_ns={} ns_per_event={per:.1} dispatched={}",
         cfg.mode.name(),
-        if cfg.busy { "busy" } else { "ready" },
+        match (cfg.busy, cfg.edge) {
+            (true, true) => "busy-edge",
+            (true, false) => "busy",
+            _ => "ready",
+        },
         cfg.fds,
         cfg.events,
         out.events,

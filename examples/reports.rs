@@ -1,0 +1,216 @@
+//! `reports`: the application's reports (`occurred_fd`, `occurred_timeout`)
+//! in a loop of one shape, for `perf/instructions.sh` and the other
+//! scripts in `perf/`: the path that libxl's users take, with nothing else
+//! in the process's loop.
+//!
+//! The engine runs on hooks that accept every registration and do nothing
+//! (an application loop that is never run), so a report costs only the
+//! engine's own work. Shapes (`--shape`):
+//!
+//! - `fd_live`: one fd watch, reported ready `--reports` times; each report
+//!   runs its (empty) callback.
+//! - `fd_stale`: the same watch deregistered first; every report is stale.
+//! - `timeout_stale`: a timer dropped first; every report is stale.
+//! - `timeout_live`: `--reports` times a timer is registered (an hour out),
+//!   reported fired, and dropped: one live delivery each, with its
+//!   registration and teardown in the count.
+//!
+//! Run: `cargo run --release --example reports -- --shape fd_stale`.
+
+use evnexus::{Engine, Interest, Occurred, OsEventHooks, Readiness, StaleReason, Token};
+use std::hint::black_box;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+usage: reports [--shape fd_live|fd_stale|timeout_live|timeout_stale] [--reports N]
+
+Makes --reports reports of one shape to an engine on hooks that do
+nothing, then prints one `result ...` line of key=value pairs for scripts:
+the shape, the reports made, how many dispatched and how many were stale.
+Exits 1 if a report's outcome is not the shape's.
+
+options:
+  --shape S     fd_live: reports on a live fd watch (each dispatches);
+                fd_stale: reports on a deregistered fd watch;
+                timeout_stale: reports on a dropped timer;
+                timeout_live: register a timer, report it, drop it
+                                                                [fd_stale]
+  --reports N   reports to make                                 [1000000]
+  -h, --help    print this help
+
+exit status: 0 done; 1 an outcome other than the shape's, or an engine
+error; 2 bad usage.";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Shape {
+    FdLive,
+    FdStale,
+    TimeoutLive,
+    TimeoutStale,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::FdLive => "fd_live",
+            Shape::FdStale => "fd_stale",
+            Shape::TimeoutLive => "timeout_live",
+            Shape::TimeoutStale => "timeout_stale",
+        }
+    }
+
+    /// What every report of this shape must return.
+    fn expected(self) -> Occurred {
+        match self {
+            Shape::FdLive | Shape::TimeoutLive => Occurred::Dispatched,
+            Shape::FdStale | Shape::TimeoutStale => Occurred::Stale(StaleReason::Generation),
+        }
+    }
+}
+
+fn parse_args() -> Result<(Shape, u64), String> {
+    let mut shape = Shape::FdStale;
+    let mut reports = 1_000_000u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--shape" => {
+                shape = match value("--shape")?.as_str() {
+                    "fd_live" => Shape::FdLive,
+                    "fd_stale" => Shape::FdStale,
+                    "timeout_live" => Shape::TimeoutLive,
+                    "timeout_stale" => Shape::TimeoutStale,
+                    other => return Err(format!("unknown shape {other:?}")),
+                }
+            }
+            "--reports" => {
+                let v = value("--reports")?;
+                reports = v
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|_| format!("not a count: {v:?}"))?;
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok((shape, reports))
+}
+
+/// An application loop that takes every registration and never runs.
+struct NoLoop;
+
+impl OsEventHooks for NoLoop {
+    type FdReg = ();
+    type TimeoutReg = ();
+    fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> {
+        Ok(())
+    }
+    fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> {
+        Ok(())
+    }
+    fn fd_deregister(&self, _: RawFd, _: ()) {}
+    fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> {
+        Ok(())
+    }
+    fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> {
+        Ok(())
+    }
+    fn timeout_deregister(&self, _: ()) {}
+}
+
+/// Makes the reports; returns how many came back as the shape expects.
+fn run(shape: Shape, reports: u64) -> Result<u64, String> {
+    let engine = Engine::with_hooks(NoLoop);
+    let (sock, _peer) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let fd = sock.as_raw_fd();
+    let err = |e: evnexus::Error| e.to_string();
+    let want = shape.expected();
+    let mut as_expected = 0u64;
+    let mut tally = |o: Occurred| as_expected += u64::from(o == want);
+    match shape {
+        Shape::FdLive | Shape::FdStale => {
+            let watch = engine
+                .register_fd(fd, Interest::READABLE, |_| {})
+                .map_err(err)?;
+            let token = watch.token();
+            if shape == Shape::FdStale {
+                drop(watch);
+            }
+            for _ in 0..reports {
+                tally(
+                    engine
+                        .occurred_fd(black_box(token), fd, Readiness::READABLE)
+                        .map_err(err)?,
+                );
+            }
+        }
+        Shape::TimeoutStale => {
+            let far = Instant::now() + Duration::from_secs(3600);
+            let token = engine.timer_at(far, |_| {}).map_err(err)?.token();
+            for _ in 0..reports {
+                tally(engine.occurred_timeout(black_box(token)).map_err(err)?);
+            }
+        }
+        Shape::TimeoutLive => {
+            let far = Instant::now() + Duration::from_secs(3600);
+            for _ in 0..reports {
+                let timer = engine.timer_at(far, |_| {}).map_err(err)?;
+                tally(
+                    engine
+                        .occurred_timeout(black_box(timer.token()))
+                        .map_err(err)?,
+                );
+            }
+        }
+    }
+    let stats = engine.stats();
+    println!(
+        "result shape={} reports={reports} as_expected={as_expected} dispatched={} stale={}",
+        shape.name(),
+        stats.dispatched,
+        stats.stale.total()
+    );
+    Ok(as_expected)
+}
+
+fn main() -> ExitCode {
+    let (shape, reports) = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("reports: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(shape, reports) {
+        Ok(n) if n == reports => ExitCode::SUCCESS,
+        Ok(n) => {
+            eprintln!(
+                "reports: FAILED: {n} of {reports} reports returned {:?}",
+                shape.expected()
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("reports: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
