@@ -14,6 +14,9 @@
 //! - `timeout_live`: `--reports` times a timer is registered (an hour out),
 //!   reported fired, and dropped: one live delivery each, with its
 //!   registration and teardown in the count.
+//! - `register`: no report, `--reports` registrations: a timer without a
+//!   handle (`timer_at_detached`, an hour out) and `Engine::deregister` by
+//!   its token, the `arena` bench's `evnexus-engine-token` row.
 //!
 //! Run: `cargo run --release --example reports -- --shape fd_stale`.
 
@@ -25,7 +28,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
-usage: reports [--shape fd_live|fd_stale|timeout_live|timeout_stale] [--reports N]
+usage: reports [--shape fd_live|fd_stale|timeout_live|timeout_stale|register]
+               [--reports N]
 
 Makes --reports reports of one shape to an engine on hooks that do
 nothing, then prints one `result ...` line of key=value pairs for scripts:
@@ -36,8 +40,9 @@ options:
   --shape S     fd_live: reports on a live fd watch (each dispatches);
                 fd_stale: reports on a deregistered fd watch;
                 timeout_stale: reports on a dropped timer;
-                timeout_live: register a timer, report it, drop it
-                                                                [fd_stale]
+                timeout_live: register a timer, report it, drop it;
+                register: register a timer without a handle and
+                deregister it by token (no report)              [fd_stale]
   --reports N   reports to make                                 [1000000]
   -h, --help    print this help
 
@@ -50,6 +55,7 @@ enum Shape {
     FdStale,
     TimeoutLive,
     TimeoutStale,
+    Register,
 }
 
 impl Shape {
@@ -59,13 +65,15 @@ impl Shape {
             Shape::FdStale => "fd_stale",
             Shape::TimeoutLive => "timeout_live",
             Shape::TimeoutStale => "timeout_stale",
+            Shape::Register => "register",
         }
     }
 
-    /// What every report of this shape must return.
+    /// What every report of this shape must return (`register`: what
+    /// `deregister` returning `true` stands for).
     fn expected(self) -> Occurred {
         match self {
-            Shape::FdLive | Shape::TimeoutLive => Occurred::Dispatched,
+            Shape::FdLive | Shape::TimeoutLive | Shape::Register => Occurred::Dispatched,
             Shape::FdStale | Shape::TimeoutStale => Occurred::Stale(StaleReason::Generation),
         }
     }
@@ -97,6 +105,7 @@ fn parse_args() -> Result<(Shape, u64), String> {
                     "fd_stale" => Shape::FdStale,
                     "timeout_live" => Shape::TimeoutLive,
                     "timeout_stale" => Shape::TimeoutStale,
+                    "register" => Shape::Register,
                     other => return Err(format!("unknown shape {other:?}")),
                 }
             }
@@ -178,6 +187,15 @@ fn run(shape: Shape, reports: u64) -> Result<u64, String> {
                         .occurred_timeout(black_box(timer.token()))
                         .map_err(err)?,
                 );
+            }
+        }
+        Shape::Register => {
+            let far = Instant::now() + Duration::from_secs(3600);
+            for _ in 0..reports {
+                let token = engine.timer_at_detached(far, |_| {}).map_err(err)?;
+                if engine.deregister(black_box(token)).map_err(err)? {
+                    tally(Occurred::Dispatched);
+                }
             }
         }
     }

@@ -116,10 +116,13 @@ build() {
     cp "$REPO/examples/dispatch.rs" "$REPO/examples/reports.rs" "$src/examples/"
   fi
   log "building the examples for $rev ($label)"
-  # One target directory for every side: the dependencies are built once;
-  # each side's own crate is rebuilt when its sources differ.
-  (cd "$src" && CARGO_TARGET_DIR="$WORK/target" cargo build --release --quiet \
-    --example dispatch --example reports) \
+  # One target directory for every side, so the dependencies are built
+  # once. The crate itself is cleaned first: every side's crate gets the
+  # same metadata hash (cargo hashes a path relative to its workspace), so
+  # cargo's mtime check would take one side's build for the other's.
+  (cd "$src" && export CARGO_TARGET_DIR="$WORK/target" \
+    && cargo clean --release --quiet -p evnexus \
+    && cargo build --release --quiet --example dispatch --example reports) \
     || die "$rev: the examples do not build there (an API they use is newer than the commit?)"
   mkdir -p "$WORK/bin-$label"
   cp "$WORK/target/release/examples/dispatch" "$WORK/target/release/examples/reports" \
