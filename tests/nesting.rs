@@ -109,6 +109,57 @@ fn next_timeout_ignores_timers_reset_away_or_cancelled() {
     }
 }
 
+/// A timer that a callback arms is in the next deadline the turn
+/// publishes, whether or not a timer fired in that turn (the loop publishes
+/// at the end of the turn on two paths: with no timer due, and after the
+/// due timers' callbacks). A callback of the next turn reads what was
+/// published: the loop is running, so `next_timeout` does not recompute.
+#[test]
+fn next_timeout_includes_timers_armed_by_callbacks_with_and_without_a_timer_due() {
+    for kind in LOOP_BACKENDS {
+        for timer_due in [false, true] {
+            let engine = Engine::builder().backend(kind).build().unwrap();
+            let (a, mut b) = pair();
+            b.write_all(b"x").unwrap(); // readable, never drained
+            let seen: Arc<std::sync::Mutex<Vec<Option<Duration>>>> = Arc::default();
+            let (armed, arm) = counter();
+            let hour = Duration::from_secs(3600);
+            let seen_in_cb = Arc::clone(&seen);
+            let arm_in_fd = Arc::clone(&arm);
+            let _watch = engine
+                .register_fd(a.as_raw_fd(), Interest::READABLE, move |ev| {
+                    seen_in_cb.lock().unwrap().push(ev.engine().next_timeout());
+                    // Without a due timer, the watch's first run arms the
+                    // hour-long timer.
+                    if !timer_due && arm_in_fd.fetch_add(1, Ordering::SeqCst) == 0 {
+                        ev.engine().timer_after_detached(hour, |_| {}).unwrap();
+                    }
+                })
+                .unwrap();
+            if timer_due {
+                // Due at once; its callback arms the hour-long timer.
+                engine
+                    .timer_after_detached(Duration::ZERO, move |ev| {
+                        arm.fetch_add(1, Ordering::SeqCst);
+                        ev.engine().timer_after_detached(hour, |_| {}).unwrap();
+                    })
+                    .unwrap();
+            }
+            engine.run_once(Some(Duration::ZERO)).unwrap();
+            assert_eq!(armed.load(Ordering::SeqCst), 1, "{kind:?} due={timer_due}");
+            engine.run_once(Some(Duration::ZERO)).unwrap();
+            let seen = seen.lock().unwrap().clone();
+            let next = seen.last().copied().flatten().unwrap_or_else(|| {
+                panic!("{kind:?} due={timer_due}: the armed timer was not published: {seen:?}")
+            });
+            assert!(
+                next > hour - Duration::from_secs(60) && next <= hour,
+                "{kind:?} due={timer_due}: next timeout {next:?}, not the hour-long timer's"
+            );
+        }
+    }
+}
+
 #[test]
 fn engine_nested_in_tokio_through_async_fd() {
     use tokio::io::unix::AsyncFd;

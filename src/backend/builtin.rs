@@ -310,7 +310,14 @@ impl<W: Waiter> Builtin<W> {
             return Err(Error::Unsupported(Unsupported::LoopBusy));
         };
         let mut tally = Tally::default();
-        let waited = self
+        // The state is borrowed twice a turn when no timer is due (three
+        // times when one is): before the callbacks, to wait and take the
+        // batch, and after them, to put the buffers back and take the due
+        // timers. A callback may borrow it in between (a timer registered
+        // from a callback goes straight into the queue), so no borrow spans
+        // user code. (It was five borrows, each a thread-local read and the
+        // borrow flag's load and store.)
+        let (mut events, kept, mut kept_next) = self
             .driver
             .with(|st| {
                 let r = self.wait_for_events(st, d, timeout);
@@ -318,14 +325,16 @@ impl<W: Waiter> Builtin<W> {
                 let (sq_full, cq_overflow) = st.waiter.pressure();
                 self.sq_full.set(sq_full);
                 self.cq_overflow.set(cq_overflow);
-                r
+                r.map(|()| {
+                    (
+                        std::mem::take(&mut st.events),
+                        std::mem::take(&mut st.kept),
+                        std::mem::take(&mut st.kept_next),
+                    )
+                })
             })
-            .expect("the driving thread can borrow its state");
-        waited.map_err(Error::Backend)?;
-        let mut events = self
-            .driver
-            .with(|st| std::mem::take(&mut st.events))
-            .expect("the driving thread can borrow its state");
+            .expect("the driving thread can borrow its state")
+            .map_err(Error::Backend)?;
         // The wake-up is consumed before anything of this batch runs: a
         // `wake()` that lands after this point writes the eventfd again (so
         // the next wait returns at once), and one that landed before it is
@@ -335,15 +344,6 @@ impl<W: Waiter> Builtin<W> {
         if events.contains(&Event::Wake) {
             self.signals.wake.drain();
         }
-        let (kept, mut kept_next) = self
-            .driver
-            .with(|st| {
-                (
-                    std::mem::take(&mut st.kept),
-                    std::mem::take(&mut st.kept_next),
-                )
-            })
-            .expect("the driving thread can borrow its state");
         let mut stale = Vec::new();
         for event in events.drain(..) {
             match event {
@@ -374,7 +374,7 @@ impl<W: Waiter> Builtin<W> {
                 tally.note(r);
             }
         }
-        let (mut due, now) = self
+        let due = self
             .driver
             .with(|st| {
                 st.events = events; // keep the capacity
@@ -383,24 +383,32 @@ impl<W: Waiter> Builtin<W> {
                 if !stale.is_empty() || !st.stale.is_empty() {
                     self.watch_for_orphans(st, &stale);
                 }
-                let mut due = std::mem::take(&mut st.due);
-                let mut now = 0;
-                if st.timers.next_deadline().is_some() {
-                    now = self.clock.now();
-                    st.timers.pop_due(now, &mut due);
+                // No timers, no clock read.
+                if let Some(next) = st.timers.next_deadline() {
+                    let now = self.clock.now();
+                    if next <= now {
+                        let mut due = std::mem::take(&mut st.due);
+                        st.timers.pop_due(now, &mut due);
+                        return Some((due, now));
+                    }
                 }
-                (due, now)
+                // No timer callback runs this turn: the queue's front is
+                // final, publish it now (without a third borrow).
+                self.publish_next(st, d);
+                None
             })
             .expect("the driving thread can borrow its state");
-        for token in due.drain(..) {
-            if let Some(r) = d.fire_if_due(token, now) {
-                tally.note(r);
+        if let Some((mut due, now)) = due {
+            for token in due.drain(..) {
+                if let Some(r) = d.fire_if_due(token, now) {
+                    tally.note(r);
+                }
             }
+            self.driver.with(|st| {
+                st.due = due; // keep the capacity
+                self.publish_next(st, d);
+            });
         }
-        self.driver.with(|st| {
-            st.due = due;
-            self.publish_next(st, d);
-        });
         tally.finish()
     }
 
@@ -420,8 +428,8 @@ impl<W: Waiter> Builtin<W> {
     ) -> io::Result<()> {
         let epfd = self.epfd.as_raw_fd();
         self.apply_commands(st);
-        if self.stale_timers.load(Ordering::Relaxed) as usize > st.timers.len() / 2
-            && st.timers.len() > 64
+        if st.timers.len() > 64
+            && self.stale_timers.load(Ordering::Relaxed) as usize > st.timers.len() / 2
         {
             // Relaxed: an estimate that only schedules a clean-up.
             self.stale_timers.store(0, Ordering::Relaxed);
@@ -523,6 +531,10 @@ impl<W: Waiter> Builtin<W> {
 
     /// Puts the timers handed over from other threads in the heap.
     fn apply_commands(&self, st: &mut LoopState<W>) {
+        // The common case, nothing handed over, in two loads.
+        if self.commands.is_empty() {
+            return;
+        }
         while let Some(TimerCommand(token, deadline)) = self.commands.pop() {
             st.timers.push(deadline, token);
         }
@@ -531,8 +543,12 @@ impl<W: Waiter> Builtin<W> {
     /// Runs the loop until [`Signals::stop`] is called.
     pub(crate) fn run(&self, d: &dyn Dispatch) -> Result<()> {
         loop {
-            // Acquire: pairs with the Release in `stop`.
-            if self.signals.stop.swap(false, Ordering::Acquire) {
+            // Acquire: pairs with the Release in `stop`. The load first: a
+            // swap on every turn would be a locked instruction for a flag
+            // that is almost always clear; only a set flag is consumed.
+            if self.signals.stop.load(Ordering::Acquire)
+                && self.signals.stop.swap(false, Ordering::Acquire)
+            {
                 return Ok(());
             }
             self.run_once(d, None)?;

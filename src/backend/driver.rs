@@ -66,10 +66,13 @@ impl<S> Driver<S> {
         if self.owner.load(Ordering::Relaxed) != me() {
             return None;
         }
-        // Relaxed: the flag is only ever touched by the owning thread.
-        if self.borrowed.swap(true, Ordering::Relaxed) {
+        // Relaxed load and store, not a swap: the flag is only ever touched
+        // by the owning thread, so nothing can come between the two, and a
+        // swap is a locked instruction (this runs several times a turn).
+        if self.borrowed.load(Ordering::Relaxed) {
             return None;
         }
+        self.borrowed.store(true, Ordering::Relaxed);
         let r = self.state.with_mut(|state| {
             // SAFETY: we own the driver (checked above), so no other thread
             // touches the state, and `borrowed` rules out a second borrow on

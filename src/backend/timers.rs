@@ -59,11 +59,15 @@ pub(crate) struct TimerQueue {
     latest: usize,
     /// Insertion counter: equal deadlines fire in the order they were set.
     seq: u64,
+    /// Entries in the runs and the heap: an empty queue, the case of a loop
+    /// without timers, answers every question without looking at them.
+    len: usize,
 }
 
 impl TimerQueue {
     pub(crate) fn push(&mut self, deadline: u64, token: Token) {
         self.seq += 1;
+        self.len += 1;
         let entry = (deadline, self.seq, token);
         // The common case in one comparison: the run with the latest last
         // deadline takes it (`seq` only grows, so the entry sorts after it).
@@ -111,6 +115,9 @@ impl TimerQueue {
     /// The earliest entry and where it is.
     #[inline]
     fn earliest(&self) -> Option<(Entry, Source)> {
+        if self.len == 0 {
+            return None;
+        }
         let mut best = self.heap.peek().map(|&Reverse(e)| (e, Source::Heap));
         for (i, run) in self.runs.iter().enumerate() {
             if let Some(&e) = run.front() {
@@ -125,6 +132,7 @@ impl TimerQueue {
     /// Removes the earliest entry, found by [`TimerQueue::earliest`].
     #[inline]
     fn remove(&mut self, source: Source) {
+        self.len -= 1;
         match source {
             Source::Run(i) => drop(self.runs[i].pop_front()),
             Source::Heap => drop(self.heap.pop()),
@@ -161,7 +169,7 @@ impl TimerQueue {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.heap.len() + self.runs.iter().map(VecDeque::len).sum::<usize>()
+        self.len
     }
 
     /// Drops every entry for which `current(token, deadline)` is false.
@@ -171,6 +179,7 @@ impl TimerQueue {
             run.retain(|&(d, _, t)| current(t, d));
         }
         self.heap.retain(|Reverse((d, _, t))| current(*t, *d));
+        self.len = self.heap.len() + self.runs.iter().map(VecDeque::len).sum::<usize>();
         self.find_latest();
     }
 }
@@ -278,6 +287,12 @@ mod tests {
                 }
                 model.sort_unstable();
                 assert_eq!(q.len(), model.len(), "round {round}");
+                let held = q.heap.len() + q.runs.iter().map(VecDeque::len).sum::<usize>();
+                assert_eq!(
+                    q.len(),
+                    held,
+                    "round {round}: the count is what the queue holds"
+                );
                 assert_eq!(q.next_deadline(), model.first().map(|e| e.0));
             }
             let mut got = Vec::new();

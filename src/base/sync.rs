@@ -127,6 +127,9 @@ mod imp {
         pub(crate) fn len(&self) -> usize {
             self.0.lock().unwrap().len()
         }
+        pub(crate) fn is_empty(&self) -> bool {
+            self.0.lock().unwrap().is_empty()
+        }
     }
 }
 
@@ -287,6 +290,14 @@ mod imp {
         /// How many are queued (exact when nobody pushes or pops).
         pub(crate) fn len(&self) -> usize {
             self.0.len()
+        }
+        /// Nothing queued: two loads, where a `pop` on an empty queue
+        /// takes several times the instructions. A push that completed
+        /// before the call is seen (both index loads are `SeqCst`, like
+        /// `pop`'s own emptiness check).
+        #[inline]
+        pub(crate) fn is_empty(&self) -> bool {
+            self.0.is_empty()
         }
     }
 }
