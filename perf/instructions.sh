@@ -201,8 +201,10 @@ def per_event(label, case):
     ir2, ev2 = map(int, open(stem + "-2.ir").read().split())
     return (ir2 - ir1) / (ev2 - ev1)
 
-head = ["case"] + [f"{r} ({l})" if r != "." else "worktree" for r, l in zip(revs, labels)]
-head += [f"/ {head[1]}" for _ in labels[1:]]
+names = [r if r == l or r == "." else f"{r} ({l})" for r, l in zip(revs, labels)]
+names = ["worktree" if r == "." else n for r, n in zip(revs, names)]
+short = ["worktree" if r == "." else r for r in revs]
+head = ["case"] + names + [f"{s} / {short[0]}" for s in short[1:]]
 rows = []
 for c in cases:
     v = [per_event(l, c) for l in labels]
