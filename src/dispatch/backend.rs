@@ -145,7 +145,7 @@ pub(crate) trait Dispatch {
     /// otherwise untouched) when the watch keeps its readiness
     /// ([`Interest::KEEP_READY`], not cleared by the callback): dispatch it
     /// again next turn. An out-parameter rather than a returned pair: see
-    /// `Core::occurred_fd_at`.
+    /// `Core::begin_fd_dispatch`.
     fn dispatch_ready(&self, token: Token, revents: u16, kept: &mut bool) -> Result<Occurred>;
     /// Dispatches a watch again whose readiness it kept; `None` (nothing
     /// counted) when it has ended meanwhile. Sets `kept` as above.
