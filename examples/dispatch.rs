@@ -35,6 +35,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "support/cli.rs"]
+mod cli;
+
 const USAGE: &str = "\
 usage: dispatch [--backend uring|epoll|hooks|poll] [--fds N] [--busy [--edge]] [--events N]
 
@@ -99,25 +102,11 @@ fn parse_args() -> Result<Config, String> {
         edge: false,
         events: 1_000_000,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    let mut flags = cli::Flags::new(USAGE);
+    while let Some((flag, inline)) = flags.next_flag() {
         match flag.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
             "--backend" => {
-                cfg.mode = match value("--backend")?.as_str() {
+                cfg.mode = match flags.value("--backend", inline)?.as_str() {
                     "uring" => Mode::Uring,
                     "epoll" => Mode::Epoll,
                     "hooks" => Mode::Hooks,
@@ -126,12 +115,12 @@ fn parse_args() -> Result<Config, String> {
                 }
             }
             "--fds" => {
-                cfg.fds = number(&value("--fds")?)? as usize;
+                cfg.fds = cli::number(&flags.value("--fds", inline)?)? as usize;
                 if cfg.fds == 0 {
                     return Err("--fds must be at least 1".into());
                 }
             }
-            "--events" => cfg.events = number(&value("--events")?)?,
+            "--events" => cfg.events = cli::number(&flags.value("--events", inline)?)?,
             "--busy" => cfg.busy = true,
             "--edge" => cfg.edge = true,
             other => return Err(format!("unknown argument {other:?}")),
@@ -141,21 +130,6 @@ fn parse_args() -> Result<Config, String> {
         return Err("--edge needs --busy: an always-ready eventfd makes one edge only".into());
     }
     Ok(cfg)
-}
-
-/// A count; `_` and `,` separators and a k/m suffix are allowed.
-fn number(s: &str) -> Result<u64, String> {
-    let t: String = s.chars().filter(|c| *c != '_' && *c != ',').collect();
-    let (digits, mult) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 1_000),
-        Some('m' | 'M') => (&t[..t.len() - 1], 1_000_000),
-        _ => (&t[..], 1),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("not a count: {s:?}"))
 }
 
 fn sys(r: libc::c_int) -> io::Result<libc::c_int> {

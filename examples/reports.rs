@@ -22,12 +22,19 @@
 //!
 //! Run: `cargo run --release --example reports -- --shape fd_stale`.
 
-use evnexus::{Engine, Interest, Occurred, OsEventHooks, Readiness, StaleReason, Token};
+use evnexus::{Engine, Interest, Occurred, Readiness, StaleReason};
 use std::hint::black_box;
-use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+#[path = "support/cli.rs"]
+mod cli;
+// The tests' hooks that take every registration and keep nothing: an
+// application loop that is never run.
+#[path = "../tests/common/no_hooks.rs"]
+mod no_hooks;
+use no_hooks::NoHooks;
 
 const USAGE: &str = "\
 usage: reports [--shape fd_live|fd_stale|timeout_live|timeout_stale|register]
@@ -84,25 +91,11 @@ impl Shape {
 fn parse_args() -> Result<(Shape, u64), String> {
     let mut shape = Shape::FdStale;
     let mut reports = 1_000_000u64;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    let mut flags = cli::Flags::new(USAGE);
+    while let Some((flag, inline)) = flags.next_flag() {
         match flag.as_str() {
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
             "--shape" => {
-                shape = match value("--shape")?.as_str() {
+                shape = match flags.value("--shape", inline)?.as_str() {
                     "fd_live" => Shape::FdLive,
                     "fd_stale" => Shape::FdStale,
                     "timeout_live" => Shape::TimeoutLive,
@@ -111,44 +104,16 @@ fn parse_args() -> Result<(Shape, u64), String> {
                     other => return Err(format!("unknown shape {other:?}")),
                 }
             }
-            "--reports" => {
-                let v = value("--reports")?;
-                reports = v
-                    .replace('_', "")
-                    .parse()
-                    .map_err(|_| format!("not a count: {v:?}"))?;
-            }
+            "--reports" => reports = cli::number(&flags.value("--reports", inline)?)?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok((shape, reports))
 }
 
-/// An application loop that takes every registration and never runs.
-struct NoLoop;
-
-impl OsEventHooks for NoLoop {
-    type FdReg = ();
-    type TimeoutReg = ();
-    fn fd_register(&self, _: RawFd, _: Interest, _: Token) -> io::Result<()> {
-        Ok(())
-    }
-    fn fd_modify(&self, _: RawFd, _: &mut (), _: Interest) -> io::Result<()> {
-        Ok(())
-    }
-    fn fd_deregister(&self, _: RawFd, _: ()) {}
-    fn timeout_register(&self, _: Instant, _: Token) -> io::Result<()> {
-        Ok(())
-    }
-    fn timeout_modify(&self, _: &mut (), _: Instant) -> io::Result<()> {
-        Ok(())
-    }
-    fn timeout_deregister(&self, _: ()) {}
-}
-
 /// Makes the reports; returns how many came back as the shape expects.
 fn run(shape: Shape, reports: u64) -> Result<u64, String> {
-    let engine = Engine::with_hooks(NoLoop);
+    let engine = Engine::with_hooks(NoHooks);
     let (sock, _peer) =
         std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let fd = sock.as_raw_fd();

@@ -20,10 +20,10 @@ instructions' cost or the kernel.
 
 With --rev, each commit is checked out in a temporary worktree (outside
 the repository, so that cargo does not take it for a member of this
-workspace), the working tree's two examples are
-copied into it (so every side runs the same driver; they use only the
-public API), and the table gets a column per side, the first side being
-the reference of the ratio columns.
+workspace), the working tree's two examples and the modules they
+include are copied into it (so every side runs the same drivers; they use only
+the public API), and the table gets a column per side, the first side
+being the reference of the ratio columns.
 
 options:
   --rev REV      a side: a commit, or `.` for the working tree as it is;
@@ -113,7 +113,10 @@ build() {
     if [ ! -d "$src" ]; then
       git worktree add --detach --quiet "$src" "$sha" >&2
     fi
+    mkdir -p "$src/examples/support" "$src/tests/common"
     cp "$REPO/examples/dispatch.rs" "$REPO/examples/reports.rs" "$src/examples/"
+    cp "$REPO/examples/support/cli.rs" "$src/examples/support/"
+    cp "$REPO/tests/common/no_hooks.rs" "$src/tests/common/"
   fi
   log "building the examples for $rev ($label)"
   # One target directory for every side, so the dependencies are built

@@ -84,7 +84,10 @@ impl<C: Send + 'static> Core<C> {
     /// An application's report on `fd` for fd watch `g` in `slot`: begins
     /// the dispatch and runs it, defers it or rejects it. Out of line, so
     /// that the stale path of `occurred_fd` stays a few instructions in
-    /// the reporting loop.
+    /// the reporting loop; the dispatch is in line in it (with it out of
+    /// line, a live report made one call more: `perf/instructions.sh`
+    /// `report:fd_live` 237 instructions against 213 now, while a report
+    /// deferred to a running callback costs 5 more in line).
     #[inline(never)]
     #[allow(clippy::too_many_arguments)] // the dispatch's state, passed down once
     fn occurred_fd_at(
@@ -104,9 +107,9 @@ impl<C: Send + 'static> Core<C> {
     /// or rejects it. Out of line for an application's report (through
     /// `occurred_fd_at`), in line in the loop's `dispatch_ready` and
     /// `redispatch`, which run it for every event of a batch: two call
-    /// levels fewer per event (this and `dispatch_fd`'s body in line took
-    /// 52 of 276 instructions per event off `perf/instructions.sh`
-    /// `epoll:ready:1024`, and none off the report cases).
+    /// levels fewer per event (this and `dispatch_fd` in line took 52 of
+    /// 276 instructions per event off `perf/instructions.sh`
+    /// `epoll:ready:1024`).
     ///
     /// `FROM_LOOP`: the engine's own loop saw the event on the registered
     /// fd (no fd check; `fd` is ignored), and `kept` is set when the watch
@@ -140,17 +143,12 @@ impl<C: Send + 'static> Core<C> {
                 if FROM_LOOP && param_interest(param).keeps_ready() {
                     let fd = param_fd(param);
                     self.dispatch_fd::<true>(slot, index, g, fd, revents, kept, run_fd)
-                } else if FROM_LOOP {
-                    // A plain watch the loop saw: the dispatch without the
-                    // bookkeeping of kept readiness (`kept` stays the
-                    // caller's `false`), inlined here: the loop comes
-                    // through this path for every event of a batch, and
-                    // has no stale path to keep small.
-                    let fd = param_fd(param);
-                    self.run_fd_dispatch::<false>(slot, index, g, fd, revents, kept, run_fd)
                 } else {
-                    // An application's report: out of line (see
-                    // `dispatch_fd`).
+                    // A plain watch (or an application's report): the same
+                    // dispatch as an application's report, without the
+                    // bookkeeping of kept readiness (`kept` stays the
+                    // caller's `false`).
+                    let fd = if FROM_LOOP { param_fd(param) } else { fd };
                     self.dispatch_fd::<false>(slot, index, g, fd, revents, kept, run_fd)
                 }
             }
@@ -201,31 +199,14 @@ impl<C: Send + 'static> Core<C> {
     }
 
     /// Runs an fd watch's callback, and again for every rerun, then
-    /// finishes the dispatch. Out of line, so that the report paths that
-    /// end without a dispatch (stale, deferred) stay small. Sets `kept`
-    /// when the last run did not clear the readiness and the watch is still
-    /// live, if `KEEP` (see `begin_fd_dispatch`'s `FROM_LOOP`).
-    #[inline(never)]
-    #[allow(clippy::too_many_arguments)] // the dispatch's state, passed down once
-    fn dispatch_fd<const KEEP: bool>(
-        &self,
-        slot: &Slot<C>,
-        index: u32,
-        g: Generation,
-        fd: RawFd,
-        revents: Readiness,
-        kept_out: &mut bool,
-        run_fd: impl FnMut(&mut C, Token, RawFd, Readiness) -> bool,
-    ) -> Result<Occurred> {
-        self.run_fd_dispatch::<KEEP>(slot, index, g, fd, revents, kept_out, run_fd)
-    }
-
-    /// The body of [`Core::dispatch_fd`], inlined where it is called: out
-    /// of line for the application's reports (through `dispatch_fd`), in
-    /// line for the loop's plain watches.
+    /// finishes the dispatch. In line in its two callers: the out-of-line
+    /// `occurred_fd_at` of the application's reports, and the loop's
+    /// per-event path. Sets `kept` when the last run did not clear the
+    /// readiness and the watch is still live, if `KEEP` (see
+    /// `begin_fd_dispatch`'s `FROM_LOOP`).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)] // the dispatch's state, passed down once
-    fn run_fd_dispatch<const KEEP: bool>(
+    fn dispatch_fd<const KEEP: bool>(
         &self,
         slot: &Slot<C>,
         index: u32,

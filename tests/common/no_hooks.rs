@@ -1,6 +1,7 @@
 //! Hooks that accept everything and keep nothing, and an fd that is always
 //! open: for tests (and benches) that exercise the engine's side alone.
-//! Shared by `tests/common` and, through `#[path]`, `benches/support`.
+//! Shared by `tests/common` and, through `#[path]`, `benches/support` and
+//! `examples/reports.rs`.
 
 use evnexus::{Interest, OsEventHooks, Token};
 use std::io;
