@@ -78,17 +78,13 @@ impl<C> Arena<C> {
     /// Hands out a free slot index: a released one first, else a fresh one.
     /// The caller owns the returned slot until it publishes it.
     pub(crate) fn alloc(&self) -> Result<(u32, &Slot<C>), Full> {
-        let index = match self.free.pop(|i| self.get(i)) {
-            Some(index) => index,
-            None => self.claim_fresh()?,
-        };
-        let slot = self
-            .get(index)
-            .expect("an index from the free list or a fresh claim has its page");
-        Ok((index, slot))
+        match self.free.pop(|i| self.get(i)) {
+            Some(free) => Ok(free),
+            None => self.claim_fresh(),
+        }
     }
 
-    fn claim_fresh(&self) -> Result<u32, Full> {
+    fn claim_fresh(&self) -> Result<(u32, &Slot<C>), Full> {
         // Relaxed: the counter only hands out distinct indices; the slot
         // memory is published by the page CAS in `Pages::get_or_make`.
         let mut n = self.claimed.load(Ordering::Relaxed);
@@ -107,10 +103,11 @@ impl<C> Arena<C> {
         let first_generation = self.first_generation;
         // The limit is at most MAX_SLOTS, which the pages cover: `None`
         // cannot happen, and would be a full arena if it did.
-        self.pages
+        let slot = self
+            .pages
             .get_or_make(n, || Slot::new(first_generation))
             .ok_or(Full)?;
-        Ok(n)
+        Ok((n, slot))
     }
 
     /// Puts a released slot back for reuse.

@@ -94,9 +94,14 @@ impl FreeSlots {
         }
     }
 
-    /// Pops a free slot index, from this thread's stack first, then from
-    /// the others; `get` finds a slot by index.
-    pub(crate) fn pop<'a, C: 'a>(&self, get: impl Fn(u32) -> Option<&'a Slot<C>>) -> Option<u32> {
+    /// Pops a free slot, from this thread's stack first, then from the
+    /// others: its index and the slot, which `get` finds by index (found
+    /// once, to read the link, and handed back so the caller need not look
+    /// it up again).
+    pub(crate) fn pop<'a, C: 'a>(
+        &self,
+        get: impl Fn(u32) -> Option<&'a Slot<C>>,
+    ) -> Option<(u32, &'a Slot<C>)> {
         let home = Self::home();
         (0..SHARDS).find_map(|k| self.pop_from(&self.heads[(home + k) % SHARDS], &get))
     }
@@ -105,15 +110,18 @@ impl FreeSlots {
         &self,
         head_word: &AtomicU64,
         get: &impl Fn(u32) -> Option<&'a Slot<C>>,
-    ) -> Option<u32> {
+    ) -> Option<(u32, &'a Slot<C>)> {
         // Acquire: pairs with the Release of `push`, so the top slot's link
         // is the one written before it was pushed.
         let mut h = head_word.load(Ordering::Acquire);
         loop {
             let top = top_of(h)?;
+            // Every pushed index has its slot (`push` was handed it), so
+            // `None` cannot happen; it would be an empty stack if it did.
+            let slot = get(top)?;
             // The link may be stale if the slot was popped meanwhile (then
             // the tag has moved on and the CAS fails).
-            let next = get(top).map_or(0, |slot| slot.param() & INDEX_MASK);
+            let next = slot.param() & INDEX_MASK;
             let next = (next != 0).then(|| (next - 1) as u32);
             // Acquire on success: this thread now owns the slot, and sees
             // what its last owner did before pushing it.
@@ -123,7 +131,7 @@ impl FreeSlots {
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(top),
+                Ok(_) => return Some((top, slot)),
                 Err(actual) => h = actual,
             }
         }
@@ -148,17 +156,19 @@ mod tests {
         let slots: Vec<Slot<()>> = (0..4).map(|_| Slot::new(Generation::FIRST)).collect();
         let get = |i: u32| slots.get(i as usize);
         let free = FreeSlots::default();
-        assert_eq!(free.pop(get), None);
+        let pop = || free.pop(get).map(|(i, slot)| (i, slot as *const Slot<()>));
+        let at = |i: u32| Some((i, &slots[i as usize] as *const Slot<()>));
+        assert_eq!(pop(), None);
         free.push(0, &slots[0]);
         free.push(2, &slots[2]);
-        assert_eq!(free.pop(get), Some(2));
+        assert_eq!(pop(), at(2), "the index with its own slot");
         // Another thread's frees are found when this thread's stack is empty.
         std::thread::scope(|s| {
             s.spawn(|| free.push(3, &slots[3]));
         });
-        assert_eq!(free.pop(get), Some(0));
-        assert_eq!(free.pop(get), Some(3));
-        assert_eq!(free.pop(get), None);
+        assert_eq!(pop(), at(0));
+        assert_eq!(pop(), at(3));
+        assert_eq!(pop(), None);
     }
 }
 
@@ -181,7 +191,7 @@ mod loom_tests {
 
     impl Fixture {
         fn take(&self) -> Option<u32> {
-            let i = self.free.pop(|i| self.slots.get(i as usize))?;
+            let (i, _) = self.free.pop(|i| self.slots.get(i as usize))?;
             assert!(
                 !self.owned[i as usize].swap(true, Ordering::SeqCst),
                 "slot {i} handed out twice"
