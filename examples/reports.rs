@@ -20,9 +20,21 @@
 //!   `timer_at_detached`: the drivers must build against older commits
 //!   for `perf/instructions.sh --rev`, and that call is newer.)
 //!
+//! Two shapes time the built-in loop's timers instead (an engine on the
+//! epoll loop, driven by `run_once` on this thread, as the `timers`
+//! bench's loop-thread rows), in batches of [`BATCH`] timers registered
+//! outside `run_once`, so each is handed over to the loop:
+//!
+//! - `loop_fire`: a batch already due, then `run_once` until every one has
+//!   fired: registration, hand-over, the loop's intake, its due pop and
+//!   the firing, per timer.
+//! - `loop_cancel`: a batch an hour out, each cancelled, then one
+//!   `run_once`: registration, hand-over, cancel, and the loop's intake and
+//!   compaction of the cancelled entries, per timer.
+//!
 //! Run: `cargo run --release --example reports -- --shape fd_stale`.
 
-use evnexus::{Engine, Interest, Occurred, Readiness, StaleReason};
+use evnexus::{BackendKind, Engine, Interest, Occurred, Readiness, StaleReason, Timer};
 use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
@@ -37,8 +49,8 @@ mod no_hooks;
 use no_hooks::NoHooks;
 
 const USAGE: &str = "\
-usage: reports [--shape fd_live|fd_stale|timeout_live|timeout_stale|register]
-               [--reports N]
+usage: reports [--shape fd_live|fd_stale|timeout_live|timeout_stale|register|
+                        loop_fire|loop_cancel] [--reports N]
 
 Makes --reports reports of one shape to an engine on hooks that do
 nothing, then prints one `result ...` line of key=value pairs for scripts:
@@ -51,7 +63,11 @@ options:
                 timeout_stale: reports on a dropped timer;
                 timeout_live: register a timer, report it, drop it;
                 register: register a timer and cancel it (no
-                report)                                         [fd_stale]
+                report);
+                loop_fire: on the epoll loop, a batch of timers
+                already due registered, then fired by run_once;
+                loop_cancel: on the epoll loop, a batch of timers
+                registered and cancelled, then one run_once     [fd_stale]
   --reports N   reports to make                                 [1000000]
   -h, --help    print this help
 
@@ -65,7 +81,13 @@ enum Shape {
     TimeoutLive,
     TimeoutStale,
     Register,
+    LoopFire,
+    LoopCancel,
 }
+
+/// Timers per batch of the `loop_*` shapes: `--reports` is rounded up to
+/// whole batches.
+const BATCH: u64 = 1_000;
 
 impl Shape {
     fn name(self) -> &'static str {
@@ -75,14 +97,21 @@ impl Shape {
             Shape::TimeoutLive => "timeout_live",
             Shape::TimeoutStale => "timeout_stale",
             Shape::Register => "register",
+            Shape::LoopFire => "loop_fire",
+            Shape::LoopCancel => "loop_cancel",
         }
     }
 
-    /// What every report of this shape must return (`register`: what
-    /// `cancel` returning `true` stands for).
+    /// What every report of this shape must return (`register`,
+    /// `loop_cancel`: what `cancel` returning `true` stands for;
+    /// `loop_fire`: a timer fired).
     fn expected(self) -> Occurred {
         match self {
-            Shape::FdLive | Shape::TimeoutLive | Shape::Register => Occurred::Dispatched,
+            Shape::FdLive
+            | Shape::TimeoutLive
+            | Shape::Register
+            | Shape::LoopFire
+            | Shape::LoopCancel => Occurred::Dispatched,
             Shape::FdStale | Shape::TimeoutStale => Occurred::Stale(StaleReason::Generation),
         }
     }
@@ -101,6 +130,8 @@ fn parse_args() -> Result<(Shape, u64), String> {
                     "timeout_live" => Shape::TimeoutLive,
                     "timeout_stale" => Shape::TimeoutStale,
                     "register" => Shape::Register,
+                    "loop_fire" => Shape::LoopFire,
+                    "loop_cancel" => Shape::LoopCancel,
                     other => return Err(format!("unknown shape {other:?}")),
                 }
             }
@@ -111,8 +142,9 @@ fn parse_args() -> Result<(Shape, u64), String> {
     Ok((shape, reports))
 }
 
-/// Makes the reports; returns how many came back as the shape expects.
-fn run(shape: Shape, reports: u64) -> Result<u64, String> {
+/// Makes the reports; returns how many came back as the shape expects
+/// (and the count made, rounded up to whole batches for `loop_*`).
+fn run(shape: Shape, reports: u64) -> Result<(u64, u64), String> {
     let engine = Engine::with_hooks(NoHooks);
     let (sock, _peer) =
         std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
@@ -122,6 +154,7 @@ fn run(shape: Shape, reports: u64) -> Result<u64, String> {
     let mut as_expected = 0u64;
     let mut tally = |o: Occurred| as_expected += u64::from(o == want);
     match shape {
+        Shape::LoopFire | Shape::LoopCancel => return run_loop_timers(shape, reports),
         Shape::FdLive | Shape::FdStale => {
             let watch = engine
                 .register_fd(fd, Interest::READABLE, |_| {})
@@ -173,7 +206,52 @@ fn run(shape: Shape, reports: u64) -> Result<u64, String> {
         stats.dispatched,
         stats.stale.total()
     );
-    Ok(as_expected)
+    Ok((as_expected, reports))
+}
+
+/// The `loop_*` shapes: batches of timers on the epoll loop.
+fn run_loop_timers(shape: Shape, reports: u64) -> Result<(u64, u64), String> {
+    let err = |e: evnexus::Error| e.to_string();
+    let engine = Engine::builder()
+        .backend(BackendKind::Epoll)
+        .build()
+        .map_err(err)?;
+    let batches = reports.div_ceil(BATCH);
+    let mut timers: Vec<Timer> = Vec::with_capacity(BATCH as usize);
+    let mut as_expected = 0u64;
+    for _ in 0..batches {
+        if shape == Shape::LoopFire {
+            let target = engine.stats().dispatched + BATCH;
+            let due = Instant::now();
+            for _ in 0..BATCH {
+                timers.push(engine.timer_at(due, |_| {}).map_err(err)?);
+            }
+            // The handles of fired timers are dropped after the batch.
+            while engine.stats().dispatched < target {
+                engine.run_once(Some(Duration::ZERO)).map_err(err)?;
+            }
+            as_expected += BATCH;
+            timers.clear();
+        } else {
+            let far = Instant::now() + Duration::from_secs(3600);
+            for _ in 0..BATCH {
+                timers.push(engine.timer_at(far, |_| {}).map_err(err)?);
+            }
+            for timer in timers.drain(..) {
+                as_expected += u64::from(black_box(timer).cancel());
+            }
+            engine.run_once(Some(Duration::ZERO)).map_err(err)?;
+        }
+    }
+    let stats = engine.stats();
+    let made = batches * BATCH;
+    println!(
+        "result shape={} reports={made} as_expected={as_expected} dispatched={} stale={}",
+        shape.name(),
+        stats.dispatched,
+        stats.stale.total()
+    );
+    Ok((as_expected, made))
 }
 
 fn main() -> ExitCode {
@@ -185,8 +263,8 @@ fn main() -> ExitCode {
         }
     };
     match run(shape, reports) {
-        Ok(n) if n == reports => ExitCode::SUCCESS,
-        Ok(n) => {
+        Ok((n, made)) if n == made => ExitCode::SUCCESS,
+        Ok((n, reports)) => {
             eprintln!(
                 "reports: FAILED: {n} of {reports} reports returned {:?}",
                 shape.expected()

@@ -33,11 +33,13 @@ options:
                                       or epoll, SHAPE ready, busy or
                                       busy-edge (see its --help)
                    report:SHAPE       examples/reports.rs, SHAPE fd_live,
-                                      fd_stale, timeout_live, timeout_stale
+                                      fd_stale, timeout_live, timeout_stale,
+                                      register, loop_fire or loop_cancel
                  [epoll:ready:1,uring:ready:1,epoll:ready:1024,uring:ready:64,
                   epoll:busy:64,uring:busy:64,epoll:busy:1024,
                   uring:busy-edge:1024,report:fd_live,report:fd_stale,
-                  report:timeout_stale,report:timeout_live]
+                  report:timeout_stale,report:timeout_live,report:register,
+                  report:loop_fire,report:loop_cancel]
   --events N     N for the loop cases (rounded up to whole batches by the
                  driver; the count uses the events it reports)  [20480]
   --reports N    N for the report cases                         [100000]
@@ -49,7 +51,7 @@ EOF
 }
 
 REVS=()
-CASES=epoll:ready:1,uring:ready:1,epoll:ready:1024,uring:ready:64,epoll:busy:64,uring:busy:64,epoll:busy:1024,uring:busy-edge:1024,report:fd_live,report:fd_stale,report:timeout_stale,report:timeout_live
+CASES=epoll:ready:1,uring:ready:1,epoll:ready:1024,uring:ready:64,epoll:busy:64,uring:busy:64,epoll:busy:1024,uring:busy-edge:1024,report:fd_live,report:fd_stale,report:timeout_stale,report:timeout_live,report:register,report:loop_fire,report:loop_cancel
 EVENTS=20480
 REPORTS=100000
 while [ $# -gt 0 ]; do
