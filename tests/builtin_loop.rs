@@ -515,6 +515,85 @@ fn timers_never_fire_early_and_ties_fire_in_registration_order() {
     });
 }
 
+/// Hundreds of timers on seven deadlines, in an order that fills the loop's
+/// runs and its heap: 300 set by another thread (handed over to the loop)
+/// and 300 by a callback on the loop's thread (straight into its queue),
+/// all before the first is due, and all due when the loop next looks.
+/// Each fires no earlier than its deadline, the firing order never goes
+/// back in deadline, and each registrant's ties fire in the order it set
+/// them.
+#[test]
+fn many_ties_from_another_thread_and_a_callback_fire_in_deadline_then_registration_order() {
+    each_loop(|flavour, engine| {
+        const N: u64 = 300;
+        // (registrant, k, deadline), in firing order.
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let base = Instant::now() + Duration::from_millis(400);
+        let at = |k: u64, step: u64| base + Duration::from_millis((k * step) % 7);
+        let record = |who: char, k: u64, deadline: Instant| {
+            let fired = Arc::clone(&fired);
+            move |ev: &evnexus::TimerEvent<'_>| {
+                assert!(Instant::now() >= deadline, "fired early");
+                assert_eq!(ev.deadline(), deadline);
+                fired.lock().unwrap().push((who, k, deadline));
+            }
+        };
+        let from_callback: Arc<Mutex<Vec<Timer>>> = Arc::default();
+        let keep = Arc::clone(&from_callback);
+        let records: Vec<_> = (0..N)
+            .map(|k| (k, at(k, 5), record('c', k, at(k, 5))))
+            .collect();
+        let records = Mutex::new(Some(records));
+        let _starter = engine
+            .timer_after(Duration::ZERO, move |ev| {
+                let mut keep = keep.lock().unwrap();
+                for (_, deadline, cb) in records.lock().unwrap().take().unwrap() {
+                    keep.push(ev.engine().timer_at(deadline, cb).unwrap());
+                }
+            })
+            .unwrap();
+        let (remote, remote_done) = thread::scope(|s| {
+            let remote = s.spawn(|| {
+                let timers: Vec<Timer> = (0..N)
+                    .map(|k| engine.timer_at(at(k, 3), record('r', k, at(k, 3))).unwrap())
+                    .collect();
+                (timers, Instant::now())
+            });
+            run_until(engine, || from_callback.lock().unwrap().len() == N as usize);
+            remote.join().unwrap()
+        });
+        assert!(
+            remote_done < base && Instant::now() < base,
+            "{flavour}: registering took past the first deadline; the order cannot be checked"
+        );
+        // Every timer due before the loop looks again: one turn takes them
+        // all out of its runs and heap at once.
+        thread::sleep(base + Duration::from_millis(10) - Instant::now());
+        run_until(engine, || fired.lock().unwrap().len() == 2 * N as usize);
+        let fired = fired.lock().unwrap();
+        let deadlines: Vec<Instant> = fired.iter().map(|f| f.2).collect();
+        assert!(
+            deadlines.windows(2).all(|w| w[0] <= w[1]),
+            "{flavour}: fired out of deadline order"
+        );
+        for who in ['r', 'c'] {
+            let mine: Vec<(Instant, u64)> = fired
+                .iter()
+                .filter(|f| f.0 == who)
+                .map(|f| (f.2, f.1))
+                .collect();
+            let mut sorted = mine.clone();
+            sorted.sort();
+            assert_eq!(mine.len(), N as usize, "{flavour}");
+            assert!(
+                mine == sorted,
+                "{flavour}: registrant {who}'s ties not in its registration order"
+            );
+        }
+        drop(remote);
+    });
+}
+
 #[test]
 fn modifying_a_timer_earlier_and_later_is_respected() {
     each_loop(|flavour, engine| {
