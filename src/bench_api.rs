@@ -44,13 +44,13 @@ impl BareArena {
         match slot.kill(g) {
             Kill::KilledIdle { .. } => {
                 if slot.release_killed(g).0.is_some() {
-                    self.arena.recycle(token.index());
+                    self.arena.recycle(token.index(), slot);
                 }
                 true
             }
             Kill::Killed { took_ctrl: true } => {
                 if slot.end_ctrl(g, |_| {}) == EndCtrl::TearDown && slot.release(g).0.is_some() {
-                    self.arena.recycle(token.index());
+                    self.arena.recycle(token.index(), slot);
                 }
                 true
             }

@@ -85,7 +85,7 @@ impl<C: Send + 'static> Core<C> {
         // `slot`): nobody else touches the cells until we release.
         unsafe { self.empty_cells(slot) };
         let (next, had_waiter) = slot.release(g);
-        self.released(index, next, had_waiter);
+        self.released(index, slot, next, had_waiter);
     }
 
     /// Drops what the registration owned: its callback and whatever backend
@@ -111,9 +111,9 @@ impl<C: Send + 'static> Core<C> {
     }
 
     /// Puts a released slot back on the free list (or counts it retired).
-    fn released(&self, index: u32, next: Option<Generation>, had_waiter: bool) {
+    fn released(&self, index: u32, slot: &Slot<C>, next: Option<Generation>, had_waiter: bool) {
         match next {
-            Some(_) => self.arena.recycle(index),
+            Some(_) => self.arena.recycle(index, slot),
             None => self.stats.retired(),
         }
         self.stats.deregistered();
@@ -166,7 +166,7 @@ impl<C: Send + 'static> Core<C> {
         // SAFETY: as above.
         unsafe { self.empty_cells(slot) };
         let (next, had_waiter) = slot.release_killed(g);
-        self.released(index, next, had_waiter);
+        self.released(index, slot, next, had_waiter);
         removal
     }
 

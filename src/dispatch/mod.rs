@@ -118,7 +118,7 @@ impl<C: Send + 'static> Core<C> {
                 Ok(reg) => reg,
                 Err(e) => {
                     // Nothing was published: hand the slot straight back.
-                    self.arena.recycle(index);
+                    self.arena.recycle(index, slot);
                     self.stats.deregistered();
                     drop(callback);
                     return Err(e);

@@ -110,11 +110,14 @@ impl<C> Arena<C> {
         Ok((n, slot))
     }
 
-    /// Puts a released slot back for reuse.
-    pub(crate) fn recycle(&self, index: u32) {
-        if let Some(slot) = self.get(index) {
-            self.free.push(index, slot);
-        }
+    /// Puts released slot `index`, which is `slot` (the caller found it
+    /// by that index, so it need not be looked up again), back for reuse.
+    pub(crate) fn recycle(&self, index: u32, slot: &Slot<C>) {
+        debug_assert!(
+            self.get(index).is_some_and(|s| std::ptr::eq(s, slot)),
+            "recycle: slot {index} is not the slot at that index"
+        );
+        self.free.push(index, slot);
     }
 
     /// How many indices have been claimed (`0..claimed` may hold
@@ -165,7 +168,7 @@ mod tests {
         let arena = Arena::<()>::new(3, Generation::FIRST);
         let got: Vec<u32> = (0..3).map(|_| arena.alloc().unwrap().0).collect();
         assert!(arena.alloc().is_err());
-        arena.recycle(got[1]);
+        arena.recycle(got[1], arena.get(got[1]).unwrap());
         assert_eq!(arena.alloc().unwrap().0, got[1]);
     }
 }
