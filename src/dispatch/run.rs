@@ -12,7 +12,6 @@ use crate::base::token::{Generation, StaleReason, Token};
 use crate::nexus::slot::{Begin, Due, Finish, Kill, Slot};
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
 
 impl<C: Send + 'static> Core<C> {
     /// A report of `revents` on `fd` for fd watch `token`: rejected as
@@ -167,7 +166,7 @@ impl<C: Send + 'static> Core<C> {
     pub(crate) fn occurred_timeout(
         &self,
         token: Token,
-        run_timer: impl FnOnce(C, Token, Instant),
+        run_timer: impl FnOnce(C, Token, u64),
     ) -> Result<Occurred> {
         let Some((index, slot, g)) = self.resolve(token) else {
             return Ok(self.reject(StaleReason::OutOfRange));
@@ -189,7 +188,7 @@ impl<C: Send + 'static> Core<C> {
         &self,
         token: Token,
         now: u64,
-        run_timer: impl FnOnce(C, Token, Instant),
+        run_timer: impl FnOnce(C, Token, u64),
     ) -> Option<Result<Occurred>> {
         let (index, slot, g) = self.resolve(token)?;
         match slot.begin_timer_if_due(g, now) {
@@ -317,11 +316,13 @@ impl<C: Send + 'static> Core<C> {
         index: u32,
         g: Generation,
         token: Token,
-        run_timer: impl FnOnce(C, Token, Instant),
+        run_timer: impl FnOnce(C, Token, u64),
     ) -> Result<Occurred> {
         let _scope = scope::Scope::enter_callback();
         // A fired timer is DEAD: no modify can change the param any more.
-        let deadline = self.clock.instant(slot.param());
+        // The offset, not an `Instant`: the event converts it only if the
+        // callback asks for its deadline.
+        let deadline = slot.param();
         // SAFETY: we own the dispatch (BUSY).
         let callback = unsafe { slot.with_callback(|cell| cell.take()) };
         let mut outcome = Ok(Occurred::Dispatched);

@@ -567,7 +567,7 @@ impl Engine {
 
     /// Runs a timer's callback with its event.
     #[inline]
-    fn run_timer(&self, cb: Callback, token: Token, deadline: Instant) {
+    fn run_timer(&self, cb: Callback, token: Token, deadline: u64) {
         cb.call_timer(&TimerEvent {
             engine: self,
             token,
