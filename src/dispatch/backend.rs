@@ -88,7 +88,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Whether `timeout_register` must see the timer registered (an
     /// application hook may report it at once). A loop that keeps nothing
     /// per timer says no: its value is made before the timer is published,
-    /// which then needs no `CTRL` (one CAS less per timer).
+    /// which then needs no `CTRL` (one CAS less per timer). Asked once,
+    /// when the core is made: the answer must not change.
     fn timer_register_needs_ctrl(&self) -> bool {
         true
     }

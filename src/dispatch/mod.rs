@@ -42,6 +42,9 @@ pub(crate) struct Core<C> {
     pub(crate) stats: StatCounters,
     pub(crate) clock: Clock,
     pub(crate) recheck: bool,
+    /// The backend's [`Backend::timer_register_needs_ctrl`], asked once: a
+    /// fixed property of the backend, and a dynamic call fewer per timer.
+    timers_need_ctrl: bool,
     limit: usize,
     /// Distinct for every engine of the process (never reused, unlike an
     /// address), so a poll set can tell which engine filled it.
@@ -61,6 +64,7 @@ impl<C: Send + 'static> Core<C> {
     ) -> Core<C> {
         Core {
             arena: Arena::new(options.limit, options.first_generation),
+            timers_need_ctrl: backend.timer_register_needs_ctrl(),
             backend,
             stats: StatCounters::default(),
             clock,
@@ -110,7 +114,7 @@ impl<C: Send + 'static> Core<C> {
         let (index, slot, g) = self.alloc()?;
         let offset = self.clock.offset(deadline);
         slot.set_param(offset);
-        if !self.backend.timer_register_needs_ctrl() {
+        if !self.timers_need_ctrl {
             let token = Token::new(index, g);
             // The backend keeps nothing it must see published: its value is
             // made first, and the timer goes live without CTRL.
