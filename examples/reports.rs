@@ -146,9 +146,6 @@ fn parse_args() -> Result<(Shape, u64), String> {
 /// (and the count made, rounded up to whole batches for `loop_*`).
 fn run(shape: Shape, reports: u64) -> Result<(u64, u64), String> {
     let engine = Engine::with_hooks(NoHooks);
-    let (sock, _peer) =
-        std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-    let fd = sock.as_raw_fd();
     let err = |e: evnexus::Error| e.to_string();
     let want = shape.expected();
     let mut as_expected = 0u64;
@@ -156,6 +153,9 @@ fn run(shape: Shape, reports: u64) -> Result<(u64, u64), String> {
     match shape {
         Shape::LoopFire | Shape::LoopCancel => return run_loop_timers(shape, reports),
         Shape::FdLive | Shape::FdStale => {
+            let (sock, _peer) =
+                std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+            let fd = sock.as_raw_fd();
             let watch = engine
                 .register_fd(fd, Interest::READABLE, |_| {})
                 .map_err(err)?;

@@ -541,13 +541,13 @@ fn many_ties_from_another_thread_and_a_callback_fire_in_deadline_then_registrati
         let from_callback: Arc<Mutex<Vec<Timer>>> = Arc::default();
         let keep = Arc::clone(&from_callback);
         let records: Vec<_> = (0..N)
-            .map(|k| (k, at(k, 5), record('c', k, at(k, 5))))
+            .map(|k| (at(k, 5), record('c', k, at(k, 5))))
             .collect();
         let records = Mutex::new(Some(records));
         let _starter = engine
             .timer_after(Duration::ZERO, move |ev| {
                 let mut keep = keep.lock().unwrap();
-                for (_, deadline, cb) in records.lock().unwrap().take().unwrap() {
+                for (deadline, cb) in records.lock().unwrap().take().unwrap() {
                     keep.push(ev.engine().timer_at(deadline, cb).unwrap());
                 }
             })
