@@ -281,9 +281,20 @@ fn negative_and_closed_fds_are_errors_not_panics() {
             engine.register_fd(-1, Interest::READABLE, |_| {}),
             Err(Error::BadFd(-1))
         ));
+        // A number no other test thread is handed meanwhile (the kernel
+        // gives out the lowest free one): the highest this process may use.
         let (a, _b) = pair();
-        let closed = raw(&a);
-        drop(a);
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is a valid rlimit to fill.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let closed = RawFd::try_from(lim.rlim_cur.min(1 << 20) - 1).unwrap();
+        // SAFETY: dup2 onto a number this test alone uses; closed below.
+        assert_eq!(unsafe { libc::dup2(raw(&a), closed) }, closed);
+        // SAFETY: `closed` is the copy made above, owned by nothing else.
+        assert_eq!(unsafe { libc::close(closed) }, 0);
         assert!(matches!(
             engine.register_fd(closed, Interest::READABLE, |_| {}),
             Err(Error::BadFd(fd)) if fd == closed

@@ -399,11 +399,8 @@ impl<W: Waiter> Builtin<W> {
             })
             .expect("the driving thread can borrow its state");
         if let Some((mut due, now)) = due {
-            for token in due.drain(..) {
-                if let Some(r) = d.fire_if_due(token, now) {
-                    tally.note(r);
-                }
-            }
+            d.fire_due(&due, now, &mut tally);
+            due.clear();
             self.driver.with(|st| {
                 st.due = due; // keep the capacity
                 self.publish_next(st, d);

@@ -28,7 +28,7 @@
 //!
 //! Entries are never removed on cancel or modify: the slot is the truth.
 //! An entry fires only if its timer is still live with exactly this
-//! deadline (checked under the slot protocol by `fire_if_due`); stale
+//! deadline (checked under the slot protocol by `fire_due`); stale
 //! entries are dropped when they come up, or all at once by `compact` when
 //! they outnumber the live ones.
 

@@ -151,10 +151,11 @@ pub(crate) trait Dispatch {
     /// Dispatches a watch again whose readiness it kept; `None` (nothing
     /// counted) when it has ended meanwhile. Sets `kept` as above.
     fn redispatch(&self, token: Token, revents: u16, kept: &mut bool) -> Option<Result<Occurred>>;
-    /// Fires timer `token` if it is due at `now` (an offset on the
-    /// engine's clock); `None` when it is not due, is being changed, or is
-    /// gone (the loop drops its queue entry).
-    fn fire_if_due(&self, token: Token, now: u64) -> Option<Result<Occurred>>;
+    /// Fires each of timers `tokens` that is due at `now` (an offset on
+    /// the engine's clock), in order, noting the outcomes in `tally`; one
+    /// not due, being changed, or gone is skipped (the loop drops its
+    /// queue entry).
+    fn fire_due(&self, tokens: &[Token], now: u64, tally: &mut Tally);
     /// The deadline of pending timer `token`, for compacting the queue.
     fn timer_deadline(&self, token: Token) -> Option<u64>;
 }

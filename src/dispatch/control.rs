@@ -7,6 +7,7 @@ use crate::base::error::{Error, Result};
 use crate::base::readiness::{pack_param, param_fd, param_interest, Interest};
 use crate::base::scope;
 use crate::base::token::{Generation, Token};
+use crate::nexus::arena::FreeBatch;
 use crate::nexus::slot::{BackendReg, EndCtrl, Kill, Slot, State};
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -81,11 +82,23 @@ impl<C: Send + 'static> Core<C> {
     /// The last one out: drop what the registration owned, release the slot
     /// (next generation, or retired), wake waiters.
     pub(super) fn tear_down(&self, slot: &Slot<C>, index: u32, g: Generation) {
+        self.tear_down_into(slot, index, g, None);
+    }
+
+    /// [`tear_down`](Self::tear_down), the slot going back through `batch`
+    /// if one is given (the loop's timers fired in one turn).
+    pub(super) fn tear_down_into<'a>(
+        &'a self,
+        slot: &'a Slot<C>,
+        index: u32,
+        g: Generation,
+        batch: Option<&mut FreeBatch<'a, C>>,
+    ) {
         // SAFETY: we are the last one out of generation g (module rule 4 of
         // `slot`): nobody else touches the cells until we release.
         unsafe { self.empty_cells(slot) };
         let (next, had_waiter) = slot.release(g);
-        self.released(index, slot, next, had_waiter);
+        self.released(index, slot, next, had_waiter, batch);
     }
 
     /// Drops what the registration owned: its callback and whatever backend
@@ -110,11 +123,20 @@ impl<C: Send + 'static> Core<C> {
         }));
     }
 
-    /// Puts a released slot back on the free list (or counts it retired).
-    fn released(&self, index: u32, slot: &Slot<C>, next: Option<Generation>, had_waiter: bool) {
-        match next {
-            Some(_) => self.arena.recycle(index, slot),
-            None => self.stats.retired(),
+    /// Puts a released slot back on the free list, or into `batch` (or
+    /// counts it retired).
+    fn released<'a>(
+        &'a self,
+        index: u32,
+        slot: &'a Slot<C>,
+        next: Option<Generation>,
+        had_waiter: bool,
+        batch: Option<&mut FreeBatch<'a, C>>,
+    ) {
+        match (next, batch) {
+            (Some(_), Some(batch)) => batch.recycle(index, slot),
+            (Some(_), None) => self.arena.recycle(index, slot),
+            (None, _) => self.stats.retired(),
         }
         self.stats.deregistered();
         if had_waiter {
@@ -166,7 +188,7 @@ impl<C: Send + 'static> Core<C> {
         // SAFETY: as above.
         unsafe { self.empty_cells(slot) };
         let (next, had_waiter) = slot.release_killed(g);
-        self.released(index, slot, next, had_waiter);
+        self.released(index, slot, next, had_waiter, None);
         removal
     }
 

@@ -1,14 +1,15 @@
 //! The dispatch paths: a report from the application (`occurred_*`), an
-//! event the built-in loop observed (`dispatch_ready`), a timer the loop
-//! found due (`fire_if_due`). Each resolves the token, begins the dispatch
+//! event the built-in loop observed (`dispatch_ready`), the timers the loop
+//! found due (`fire_due`). Each resolves the token, begins the dispatch
 //! with one CAS, runs the callback (as the facade says, with `run_fd` or
 //! `run_timer`), finishes, and tears down if it was the last one out.
 
-use super::{Core, Occurred};
+use super::{Core, Occurred, Tally};
 use crate::base::error::{CallbackPanic, Error, Result};
 use crate::base::readiness::{param_fd, param_interest, Readiness};
 use crate::base::scope::{self, panic_message};
 use crate::base::token::{Generation, StaleReason, Token};
+use crate::nexus::arena::FreeBatch;
 use crate::nexus::slot::{Begin, Due, Finish, Kill, Slot};
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -175,25 +176,41 @@ impl<C: Send + 'static> Core<C> {
             return Ok(self.reject(reason));
         }
         match slot.begin_timer(g) {
-            Ok(()) => self.dispatch_timer(slot, index, g, Token::new(index, g), run_timer),
+            Ok(()) => self.dispatch_timer(slot, index, g, Token::new(index, g), run_timer, None),
             Err(reason) => Ok(self.reject(reason)),
         }
     }
 
-    /// The engine's own loop fires `token` if it is due at `now` (an offset
-    /// on the engine's clock); `None` when it is not due, is being changed
-    /// or is gone (the loop drops its queue entry: whoever changes it hands
-    /// it over again).
-    pub(crate) fn fire_if_due(
+    /// The engine's own loop fires each of `tokens` that is due at `now`
+    /// (an offset on the engine's clock), in order, and notes each outcome
+    /// in `tally`. A token not due, being changed or gone is skipped (the
+    /// loop drops its queue entry: whoever changes it hands it over again).
+    /// The slots of the fired timers go back to the free list in batches
+    /// ([`FreeBatch`]): when timers come from another thread, that thread
+    /// takes the slots from this one's free stack.
+    pub(crate) fn fire_due(
         &self,
-        token: Token,
+        tokens: impl IntoIterator<Item = Token>,
         now: u64,
-        run_timer: impl FnOnce(C, Token, u64),
-    ) -> Option<Result<Occurred>> {
-        let (index, slot, g) = self.resolve(token)?;
-        match slot.begin_timer_if_due(g, now) {
-            Due::Owned => Some(self.dispatch_timer(slot, index, g, token, run_timer)),
-            Due::NotYet | Due::Stale(_) => None,
+        tally: &mut Tally,
+        run_timer: impl Fn(C, Token, u64),
+    ) {
+        let mut batch = self.arena.batch();
+        for token in tokens {
+            let Some((index, slot, g)) = self.resolve(token) else {
+                continue;
+            };
+            match slot.begin_timer_if_due(g, now) {
+                Due::Owned => tally.note(self.dispatch_timer(
+                    slot,
+                    index,
+                    g,
+                    token,
+                    &run_timer,
+                    Some(&mut batch),
+                )),
+                Due::NotYet | Due::Stale(_) => {}
+            }
         }
     }
 
@@ -310,13 +327,14 @@ impl<C: Send + 'static> Core<C> {
     }
 
     #[inline(never)]
-    fn dispatch_timer(
-        &self,
-        slot: &Slot<C>,
+    fn dispatch_timer<'a>(
+        &'a self,
+        slot: &'a Slot<C>,
         index: u32,
         g: Generation,
         token: Token,
         run_timer: impl FnOnce(C, Token, u64),
+        batch: Option<&mut FreeBatch<'a, C>>,
     ) -> Result<Occurred> {
         let _scope = scope::Scope::enter_callback();
         // A fired timer is DEAD: no modify can change the param any more.
@@ -339,7 +357,7 @@ impl<C: Send + 'static> Core<C> {
             }
         }
         match slot.finish(g) {
-            Finish::TearDown => self.tear_down(slot, index, g),
+            Finish::TearDown => self.tear_down_into(slot, index, g, batch),
             // A control operation still holds CTRL; it tears down.
             Finish::Idle => {}
             Finish::Rerun(_) => unreachable!("a fired timer is dead and never reruns"),

@@ -16,7 +16,7 @@ use crate::base::readiness::{Interest, Readiness};
 use crate::base::stats::Stats;
 use crate::base::sync::{Arc, StdArc};
 use crate::base::token::{Generation, Token, MAX_SLOTS};
-use crate::dispatch::{Backend, BackendKind, Core, Dispatch, Occurred, Options};
+use crate::dispatch::{Backend, BackendKind, Core, Dispatch, Occurred, Options, Tally};
 use std::fmt;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -648,10 +648,11 @@ impl Dispatch for Engine {
             })
     }
 
-    fn fire_if_due(&self, token: Token, now: u64) -> Option<Result<Occurred>> {
-        self.core.fire_if_due(token, now, |cb, token, deadline| {
-            self.run_timer(cb, token, deadline)
-        })
+    fn fire_due(&self, tokens: &[Token], now: u64, tally: &mut Tally) {
+        self.core
+            .fire_due(tokens.iter().copied(), now, tally, |cb, token, deadline| {
+                self.run_timer(cb, token, deadline)
+            })
     }
 
     fn timer_deadline(&self, token: Token) -> Option<u64> {

@@ -18,7 +18,7 @@ use crate::base::clock::poll_timeout_ms;
 use crate::base::error::{Error, Result, Unsupported};
 use crate::base::readiness::Readiness;
 use crate::base::token::Token;
-use crate::dispatch::{Dispatch, Registration, Tally};
+use crate::dispatch::{Registration, Tally};
 use crate::engine::Engine;
 use std::io;
 use std::os::fd::RawFd;
@@ -159,11 +159,12 @@ impl Engine {
         set.timers.retain(|&(deadline, _)| deadline <= now);
         // Stable: equal deadlines fire in slot order.
         set.timers.sort_by_key(|&(deadline, _)| deadline);
-        for &(_, token) in &set.timers {
-            if let Some(r) = self.fire_if_due(token, now) {
-                tally.note(r);
-            }
-        }
+        self.core().fire_due(
+            set.timers.iter().map(|&(_, token)| token),
+            now,
+            &mut tally,
+            |cb, token, deadline| self.run_timer(cb, token, deadline),
+        );
         tally.finish()
     }
 
