@@ -32,6 +32,17 @@
 //!   `run_once`: registration, hand-over, cancel, and the loop's intake and
 //!   compaction of the cancelled entries, per timer.
 //!
+//! One shape times a hand-over between two threads, for `perf/record.sh`
+//! and for timing (its instruction count moves with the threads'
+//! interleaving, so `perf/instructions.sh` leaves it out):
+//!
+//! - `remote_fire`: the `timers` bench's `remote_register_fire` row without
+//!   criterion: the epoll loop runs (`Engine::run`) on a thread of its own,
+//!   this thread registers batches of timers already due and waits for
+//!   each batch to fire. With two or more CPUs the two threads are pinned
+//!   to CPUs 0 and 1, so the scheduler's moves stay out of the figure. The
+//!   result line adds `ns_per_timer`, the wall time per timer.
+//!
 //! Run: `cargo run --release --example reports -- --shape fd_stale`.
 
 use evnexus::{BackendKind, Engine, Interest, Occurred, Readiness, StaleReason, Timer};
@@ -50,7 +61,7 @@ use no_hooks::NoHooks;
 
 const USAGE: &str = "\
 usage: reports [--shape fd_live|fd_stale|timeout_live|timeout_stale|register|
-                        loop_fire|loop_cancel] [--reports N]
+                        loop_fire|loop_cancel|remote_fire] [--reports N]
 
 Makes --reports reports of one shape to an engine on hooks that do
 nothing, then prints one `result ...` line of key=value pairs for scripts:
@@ -67,7 +78,10 @@ options:
                 loop_fire: on the epoll loop, a batch of timers
                 already due registered, then fired by run_once;
                 loop_cancel: on the epoll loop, a batch of timers
-                registered and cancelled, then one run_once     [fd_stale]
+                registered and cancelled, then one run_once;
+                remote_fire: batches of timers already due handed to
+                the epoll loop running on another thread, each batch
+                waited for (prints ns_per_timer)                [fd_stale]
   --reports N   reports to make                                 [1000000]
   -h, --help    print this help
 
@@ -83,6 +97,7 @@ enum Shape {
     Register,
     LoopFire,
     LoopCancel,
+    RemoteFire,
 }
 
 /// Timers per batch of the `loop_*` shapes: `--reports` is rounded up to
@@ -99,6 +114,7 @@ impl Shape {
             Shape::Register => "register",
             Shape::LoopFire => "loop_fire",
             Shape::LoopCancel => "loop_cancel",
+            Shape::RemoteFire => "remote_fire",
         }
     }
 
@@ -111,7 +127,8 @@ impl Shape {
             | Shape::TimeoutLive
             | Shape::Register
             | Shape::LoopFire
-            | Shape::LoopCancel => Occurred::Dispatched,
+            | Shape::LoopCancel
+            | Shape::RemoteFire => Occurred::Dispatched,
             Shape::FdStale | Shape::TimeoutStale => Occurred::Stale(StaleReason::Generation),
         }
     }
@@ -132,6 +149,7 @@ fn parse_args() -> Result<(Shape, u64), String> {
                     "register" => Shape::Register,
                     "loop_fire" => Shape::LoopFire,
                     "loop_cancel" => Shape::LoopCancel,
+                    "remote_fire" => Shape::RemoteFire,
                     other => return Err(format!("unknown shape {other:?}")),
                 }
             }
@@ -152,6 +170,7 @@ fn run(shape: Shape, reports: u64) -> Result<(u64, u64), String> {
     let mut tally = |o: Occurred| as_expected += u64::from(o == want);
     match shape {
         Shape::LoopFire | Shape::LoopCancel => return run_loop_timers(shape, reports),
+        Shape::RemoteFire => return run_remote_fire(reports),
         Shape::FdLive | Shape::FdStale => {
             let (sock, _peer) =
                 std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
@@ -259,6 +278,86 @@ fn run_loop_timers(shape: Shape, reports: u64) -> Result<(u64, u64), String> {
         stats.stale.total()
     );
     Ok((as_expected, made))
+}
+
+/// Pins the calling thread to `cpu` when the machine has more than one
+/// (best effort: a refused pin leaves the thread where it is).
+fn pin_to(cpu: usize) {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it
+    // (cpu < 2 < CPU_SETSIZE); sched_setaffinity reads that many bytes.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// The `remote_fire` shape: batches of due timers from this thread to the
+/// epoll loop running on another.
+fn run_remote_fire(reports: u64) -> Result<(u64, u64), String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BATCHES_FIRED: AtomicU64 = AtomicU64::new(0);
+    let err = |e: evnexus::Error| e.to_string();
+    let engine = Engine::builder()
+        .backend(BackendKind::Epoll)
+        .build()
+        .map_err(err)?;
+    let batches = reports.div_ceil(BATCH);
+    let made = batches * BATCH;
+    let (elapsed, looped) = std::thread::scope(|s| {
+        let looper = s.spawn(|| {
+            pin_to(1);
+            engine.run()
+        });
+        pin_to(0);
+        let start = Instant::now();
+        let r = (|| {
+            let mut timers: Vec<Timer> = Vec::with_capacity(BATCH as usize);
+            for b in 1..=batches {
+                let due = Instant::now();
+                for _ in 1..BATCH {
+                    timers.push(engine.timer_at(due, |_| {}).map_err(err)?);
+                }
+                // Ties fire in registration order: the batch's last timer
+                // fires last, and alone writes the line this thread polls.
+                timers.push(
+                    engine
+                        .timer_at(due, move |_| BATCHES_FIRED.store(b, Ordering::Release))
+                        .map_err(err)?,
+                );
+                let waited = Instant::now();
+                while BATCHES_FIRED.load(Ordering::Acquire) < b {
+                    if waited.elapsed() > Duration::from_secs(10) {
+                        return Err("a batch did not fire in 10 s".to_string());
+                    }
+                    std::hint::spin_loop();
+                }
+                timers.clear();
+            }
+            Ok(())
+        })();
+        let elapsed = start.elapsed();
+        engine.stop();
+        (r.map(|()| elapsed), looper.join())
+    });
+    let elapsed = elapsed?;
+    match looped {
+        Ok(r) => r.map_err(err)?,
+        Err(_) => return Err("the loop thread panicked".into()),
+    }
+    let stats = engine.stats();
+    println!(
+        "result shape=remote_fire reports={made} as_expected={} dispatched={} stale={} \
+         ns_per_timer={:.1}",
+        stats.dispatched,
+        stats.dispatched,
+        stats.stale.total(),
+        elapsed.as_nanos() as f64 / made as f64
+    );
+    Ok((stats.dispatched, made))
 }
 
 fn main() -> ExitCode {

@@ -8,6 +8,7 @@ use super::{Core, Occurred, Tally};
 use crate::base::error::{CallbackPanic, Error, Result};
 use crate::base::readiness::{param_fd, param_interest, Readiness};
 use crate::base::scope::{self, panic_message};
+use crate::base::sync::prefetch_write;
 use crate::base::token::{Generation, StaleReason, Token};
 use crate::nexus::arena::FreeBatch;
 use crate::nexus::slot::{Begin, Due, Finish, Kill, Slot};
@@ -196,8 +197,16 @@ impl<C: Send + 'static> Core<C> {
         run_timer: impl Fn(C, Token, u64),
     ) {
         let mut batch = self.arena.batch();
-        for token in tokens {
-            let Some((index, slot, g)) = self.resolve(token) else {
+        let mut tokens = tokens.into_iter().map(|token| (token, self.resolve(token)));
+        let mut next = tokens.next();
+        while let Some((token, resolved)) = next {
+            // The next timer's slot line was written last by the thread
+            // that registered it: ask for it while this one fires.
+            next = tokens.next();
+            if let Some((_, Some((_, slot, _)))) = next {
+                prefetch_write(slot);
+            }
+            let Some((index, slot, g)) = resolved else {
                 continue;
             };
             match slot.begin_timer_if_due(g, now) {

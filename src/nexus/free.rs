@@ -32,7 +32,7 @@
 //! back-to-back register and deregister on one thread) is retired, at the
 //! cost of its 64 bytes.
 
-use crate::base::sync::{thread_ordinal, AtomicU64, Ordering};
+use crate::base::sync::{prefetch_write, thread_ordinal, AtomicU64, Ordering};
 use crate::nexus::slot::Slot;
 use crossbeam_utils::CachePadded;
 
@@ -124,6 +124,7 @@ impl FreeSlots {
     /// others: its index and the slot, which `get` finds by index (found
     /// once, to read the link, and handed back so the caller need not look
     /// it up again).
+    #[inline]
     pub(crate) fn pop<'a, C: 'a>(
         &self,
         get: impl Fn(u32) -> Option<&'a Slot<C>>,
@@ -132,6 +133,7 @@ impl FreeSlots {
         (0..SHARDS).find_map(|k| self.pop_from(&self.heads[(home + k) % SHARDS], &get))
     }
 
+    #[inline]
     fn pop_from<'a, C: 'a>(
         &self,
         head_word: &AtomicU64,
@@ -157,7 +159,16 @@ impl FreeSlots {
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some((top, slot)),
+                Ok(_) => {
+                    // The next pop on this thread most likely takes the
+                    // slot below; when another thread freed it (the loop,
+                    // for timers this thread hands it), its line is on that
+                    // thread's core: ask for it now.
+                    if let Some(below) = next.and_then(get) {
+                        prefetch_write(below);
+                    }
+                    return Some((top, slot));
+                }
                 Err(actual) => h = actual,
             }
         }
