@@ -228,13 +228,19 @@ fn run(shape: Shape, reports: u64) -> Result<(u64, u64), String> {
     Ok((as_expected, reports))
 }
 
+/// An engine on the built-in epoll loop, for the `loop_*` and `remote_*`
+/// shapes.
+fn epoll_engine() -> Result<Engine, String> {
+    Engine::builder()
+        .backend(BackendKind::Epoll)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// The `loop_*` shapes: batches of timers on the epoll loop.
 fn run_loop_timers(shape: Shape, reports: u64) -> Result<(u64, u64), String> {
     let err = |e: evnexus::Error| e.to_string();
-    let engine = Engine::builder()
-        .backend(BackendKind::Epoll)
-        .build()
-        .map_err(err)?;
+    let engine = epoll_engine()?;
     let batches = reports.div_ceil(BATCH);
     let mut timers: Vec<Timer> = Vec::with_capacity(BATCH as usize);
     let mut as_expected = 0u64;
@@ -301,10 +307,7 @@ fn run_remote_fire(reports: u64) -> Result<(u64, u64), String> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static BATCHES_FIRED: AtomicU64 = AtomicU64::new(0);
     let err = |e: evnexus::Error| e.to_string();
-    let engine = Engine::builder()
-        .backend(BackendKind::Epoll)
-        .build()
-        .map_err(err)?;
+    let engine = epoll_engine()?;
     let batches = reports.div_ceil(BATCH);
     let made = batches * BATCH;
     let (elapsed, looped) = std::thread::scope(|s| {

@@ -227,6 +227,18 @@ mod loom_tests {
     }
 
     impl Fixture {
+        /// Three slots, all on the free stacks.
+        fn with_three_free() -> Arc<Fixture> {
+            let f = Arc::new(Fixture {
+                slots: (0..3).map(|_| Slot::new(Generation::FIRST)).collect(),
+                owned: (0..3).map(|_| AtomicBool::new(false)).collect(),
+                free: FreeSlots::default(),
+            });
+            for i in 0..3 {
+                f.free.push(i, &f.slots[i as usize]);
+            }
+            f
+        }
         fn take(&self) -> Option<u32> {
             let (i, _) = self.free.pop(|i| self.slots.get(i as usize))?;
             assert!(
@@ -261,14 +273,7 @@ mod loom_tests {
     #[test]
     fn a_chain_pushed_while_another_thread_pops_and_pushes_loses_and_duplicates_nothing() {
         crate::base::sync::loom_check(|| {
-            let f = Arc::new(Fixture {
-                slots: (0..3).map(|_| Slot::new(Generation::FIRST)).collect(),
-                owned: (0..3).map(|_| AtomicBool::new(false)).collect(),
-                free: FreeSlots::default(),
-            });
-            for i in 0..3 {
-                f.free.push(i, &f.slots[i as usize]);
-            }
+            let f = Fixture::with_three_free();
             let a = f.take().expect("three free slots");
             let b = f.take().expect("two free slots");
             let g = f.clone();
@@ -288,14 +293,7 @@ mod loom_tests {
     #[test]
     fn concurrent_pops_and_pushes_never_hand_a_slot_out_twice() {
         crate::base::sync::loom_check(|| {
-            let f = Arc::new(Fixture {
-                slots: (0..3).map(|_| Slot::new(Generation::FIRST)).collect(),
-                owned: (0..3).map(|_| AtomicBool::new(false)).collect(),
-                free: FreeSlots::default(),
-            });
-            for i in 0..3 {
-                f.free.push(i, &f.slots[i as usize]);
-            }
+            let f = Fixture::with_three_free();
             let g = f.clone();
             let other = loom::thread::spawn(move || {
                 if let Some(x) = g.take() {
