@@ -248,13 +248,13 @@ mod tests {
         let mut want: Vec<u32> = got[..BATCH as usize].to_vec();
         want.reverse();
         assert_eq!(back, want, "the last freed comes back first");
-        // The other three come back with the drop, above the rest of the stack.
+        // The other three come back with the drop, last freed first.
         drop(batch);
         let tail: Vec<u32> = (0..3).map(|_| arena.alloc().unwrap().0).collect();
         assert_eq!(tail, vec![got[n - 1], got[n - 2], got[n - 3]]);
         assert!(
             !got.contains(&arena.alloc().unwrap().0),
-            "nothing was lost or duplicated"
+            "every batched slot came back once: the stack is empty again"
         );
     }
 
