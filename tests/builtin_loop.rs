@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::counter;
+use common::{counter, lowest_priority, pin_to_cpu0};
 use evnexus::{BackendKind, Builder, Engine, Error, FdWatch, Interest, Occurred, Readiness, Timer};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -631,85 +631,118 @@ fn modifying_a_timer_earlier_and_later_is_respected() {
 /// Timers handed over by two threads while the loop runs on a third fire
 /// exactly once each, and the loop gives their slots back (it frees fired
 /// timers in batches): rounds of due timers, each round waiting for its
-/// timers to fire, register 16 times as many timers as the engine has
-/// slots, so a slot the loop kept would soon make `timer_at` fail.
+/// timers to fire, register several times as many timers as the engine
+/// has slots, so a slot the loop kept would soon make `timer_at` fail.
 #[test]
 fn timers_handed_over_by_two_threads_fire_once_each_and_their_slots_come_back() {
+    for flavour in LOOPS {
+        handed_over_timers_fire_once_and_their_slots_come_back(flavour, false, 20);
+    }
+}
+
+/// The same with the loop and both registrants on one CPU, one registrant
+/// at the lowest priority: the loop is preempted with slots in its batch,
+/// and a registrant in the middle of a hand-over.
+#[test]
+fn timers_handed_over_by_preempted_threads_fire_once_each_and_their_slots_come_back() {
+    for flavour in LOOPS {
+        handed_over_timers_fire_once_and_their_slots_come_back(flavour, true, 8);
+    }
+}
+
+/// Two threads hand `rounds` rounds of 500 due timers each to the loop
+/// running on a third; with `crowded`, all three share CPU 0 and the
+/// second registrant runs at the lowest priority.
+fn handed_over_timers_fire_once_and_their_slots_come_back(
+    flavour: &str,
+    crowded: bool,
+    rounds: usize,
+) {
     const THREADS: usize = 2;
     const BATCH: usize = 500;
-    const ROUNDS: usize = 20;
     // What two threads keep live at once, and room for the timers whose
     // teardown is under way when their registrant moves on.
     const LIMIT: usize = THREADS * BATCH + 256;
-    for flavour in LOOPS {
-        let engine = builder(flavour)
-            .max_registrations(LIMIT)
-            .build()
-            .unwrap_or_else(|e| panic!("{flavour}: {e}"));
-        let hits: Arc<Vec<AtomicUsize>> = Arc::new(
-            (0..THREADS * ROUNDS * BATCH)
-                .map(|_| AtomicUsize::new(0))
-                .collect(),
-        );
-        thread::scope(|s| {
-            let looper = s.spawn(|| engine.run());
-            let registrants: Vec<_> = (0..THREADS)
-                .map(|t| {
-                    let (engine, hits) = (&engine, Arc::clone(&hits));
-                    s.spawn(move || {
-                        let fired = Arc::new(AtomicUsize::new(0));
-                        let mut timers = Vec::with_capacity(BATCH);
-                        for round in 0..ROUNDS {
-                            for k in 0..BATCH {
-                                let i = (t * ROUNDS + round) * BATCH + k;
-                                let (hits, fired) = (Arc::clone(&hits), Arc::clone(&fired));
-                                let timer = engine.timer_at(Instant::now(), move |_| {
-                                    hits[i].fetch_add(1, Ordering::SeqCst);
-                                    fired.fetch_add(1, Ordering::SeqCst);
-                                });
-                                match timer {
-                                    Ok(timer) => timers.push(timer),
-                                    Err(e) => panic!(
-                                        "{flavour}: thread {t}, round {round}, timer {k}: {e}"
-                                    ),
+    let engine = builder(flavour)
+        .max_registrations(LIMIT)
+        .build()
+        .unwrap_or_else(|e| panic!("{flavour}: {e}"));
+    let hits: Arc<Vec<AtomicUsize>> = Arc::new(
+        (0..THREADS * rounds * BATCH)
+            .map(|_| AtomicUsize::new(0))
+            .collect(),
+    );
+    thread::scope(|s| {
+        let looper = s.spawn(|| {
+            if crowded {
+                pin_to_cpu0();
+            }
+            engine.run()
+        });
+        let registrants: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (engine, hits) = (&engine, Arc::clone(&hits));
+                s.spawn(move || {
+                    if crowded {
+                        pin_to_cpu0();
+                        if t == 1 {
+                            lowest_priority();
+                        }
+                    }
+                    let fired = Arc::new(AtomicUsize::new(0));
+                    let mut timers = Vec::with_capacity(BATCH);
+                    for round in 0..rounds {
+                        for k in 0..BATCH {
+                            let i = (t * rounds + round) * BATCH + k;
+                            let (hits, fired) = (Arc::clone(&hits), Arc::clone(&fired));
+                            let timer = engine.timer_at(Instant::now(), move |_| {
+                                hits[i].fetch_add(1, Ordering::SeqCst);
+                                fired.fetch_add(1, Ordering::SeqCst);
+                            });
+                            match timer {
+                                Ok(timer) => timers.push(timer),
+                                Err(e) => {
+                                    panic!("{flavour}: thread {t}, round {round}, timer {k}: {e}")
                                 }
                             }
-                            let start = Instant::now();
-                            while fired.load(Ordering::SeqCst) < (round + 1) * BATCH {
-                                assert!(
-                                    start.elapsed() < Duration::from_secs(10),
-                                    "{flavour}: thread {t}, round {round}: timers not fired"
-                                );
-                                thread::yield_now();
-                            }
-                            timers.clear();
                         }
-                    })
+                        let start = Instant::now();
+                        while fired.load(Ordering::SeqCst) < (round + 1) * BATCH {
+                            assert!(
+                                start.elapsed() < Duration::from_secs(10),
+                                "{flavour}: thread {t}, round {round}: timers not fired"
+                            );
+                            // A sleep, not a yield: on a shared CPU the
+                            // loop must get to run.
+                            thread::sleep(Duration::from_micros(50));
+                        }
+                        timers.clear();
+                    }
                 })
-                .collect();
-            let results: Vec<_> = registrants.into_iter().map(|r| r.join()).collect();
-            engine.stop();
-            looper.join().unwrap().unwrap();
-            for r in results {
-                if let Err(e) = r {
-                    std::panic::resume_unwind(e);
-                }
-            }
-        });
-        let twice: Vec<usize> = (0..hits.len())
-            .filter(|&i| hits[i].load(Ordering::SeqCst) != 1)
+            })
             .collect();
-        assert!(
-            twice.is_empty(),
-            "{flavour}: timers not fired exactly once: {twice:?}"
-        );
-        assert_eq!(engine.stats().live(), 0, "{flavour}");
-        assert_eq!(
-            engine.stats().dispatched,
-            (THREADS * ROUNDS * BATCH) as u64,
-            "{flavour}"
-        );
-    }
+        let results: Vec<_> = registrants.into_iter().map(|r| r.join()).collect();
+        engine.stop();
+        looper.join().unwrap().unwrap();
+        for r in results {
+            if let Err(e) = r {
+                std::panic::resume_unwind(e);
+            }
+        }
+    });
+    let twice: Vec<usize> = (0..hits.len())
+        .filter(|&i| hits[i].load(Ordering::SeqCst) != 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{flavour}: timers not fired exactly once: {twice:?}"
+    );
+    assert_eq!(engine.stats().live(), 0, "{flavour}");
+    assert_eq!(
+        engine.stats().dispatched,
+        (THREADS * rounds * BATCH) as u64,
+        "{flavour}"
+    );
 }
 
 #[test]
